@@ -1,0 +1,1 @@
+"""Training stage (needs torch): models, losses, trainer, metrics, presets, reports."""

@@ -1,0 +1,29 @@
+"""Shared fixtures: paths to the real data bundled in the repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+EXAMPLE = ROOT / "catalogs" / "sdss_example"
+#: The project's shared real data, present on development machines; tests that
+#: use it are skipped elsewhere (a bundled sample covers the same code paths).
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def example_dir() -> Path:
+    return EXAMPLE
+
+
+@pytest.fixture(scope="session")
+def decals_dir() -> Path:
+    return DATA / "decals"
+
+
+@pytest.fixture(scope="session")
+def darg_dir() -> Path:
+    return DATA / "darg2010"
