@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ DATA = ROOT / "tests" / "data"
 EXAMPLE = ROOT / "catalogs" / "sdss_example"
 #: The project's shared real data, present on development machines; tests that
 #: use it are skipped elsewhere (a bundled sample covers the same code paths).
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("GALMERGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Inference stage: catalogues, cutouts, ONNX Runtime, writers. Never imports torch."""
