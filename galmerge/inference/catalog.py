@@ -145,11 +145,13 @@ def find_columns(
         raise GalmergeError(
             f"{where}: no id column (looked for {', '.join(ID_COLUMNS)})",
             hint="name it with --id-col")
+    ra: str | None
+    dec: str | None
     if ra_col or dec_col:
         if not (ra_col and dec_col):
             raise GalmergeError("give both --ra-col and --dec-col")
-        ra, dec = (_explicit(names, ra_col, "--ra-col", where),
-                   _explicit(names, dec_col, "--dec-col", where))
+        ra = _explicit(names, ra_col, "--ra-col", where)
+        dec = _explicit(names, dec_col, "--dec-col", where)
     else:
         ra = dec = None
         for a, b in COORD_COLUMNS:
@@ -216,16 +218,16 @@ def parse_coordinates(ra: pd.Series, dec: pd.Series) -> tuple[np.ndarray, np.nda
             problem[i] = msg
     ok = problem == ""
     sent = ok & (np.isin(ra_deg, SENTINELS) | np.isin(dec_deg, SENTINELS))
-    for i in np.flatnonzero(sent):
-        problem[i] = f"sentinel value (ra={ra_deg[i]:g}, dec={dec_deg[i]:g})"
+    for j in np.flatnonzero(sent):
+        problem[j] = f"sentinel value (ra={ra_deg[j]:g}, dec={dec_deg[j]:g})"
     ok = problem == ""
     out_ra = ok & ~((ra_deg >= 0.0) & (ra_deg < 360.0))
-    for i in np.flatnonzero(out_ra):
-        problem[i] = f"RA {ra_deg[i]:g} outside [0, 360)"
+    for j in np.flatnonzero(out_ra):
+        problem[j] = f"RA {ra_deg[j]:g} outside [0, 360)"
     ok = problem == ""
     out_dec = ok & ~((dec_deg >= -90.0) & (dec_deg <= 90.0))
-    for i in np.flatnonzero(out_dec):
-        problem[i] = f"Dec {dec_deg[i]:g} outside [-90, 90]"
+    for j in np.flatnonzero(out_dec):
+        problem[j] = f"Dec {dec_deg[j]:g} outside [-90, 90]"
     bad = problem != ""
     ra_deg = np.where(bad, np.nan, ra_deg)
     dec_deg = np.where(bad, np.nan, dec_deg)

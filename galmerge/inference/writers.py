@@ -375,7 +375,7 @@ class _FitsWriter(_Writer):
         hdu = fits.BinTableHDU(data=rec[:0], name="SCORES")
         h = hdu.header
         h["NAXIS2"] = self.scan.n_rows
-        for i, name in enumerate(rec.dtype.names, start=1):
+        for i, name in enumerate(rec.dtype.names or (), start=1):
             if name in self.nullable_ints and rec.dtype[name].kind == "i":
                 h[f"TNULL{i}"] = int(np.iinfo(rec.dtype[name]).min)
         for key, value in _flat_meta(self.meta).items():
@@ -551,7 +551,7 @@ class _Hdf5Writer(_Writer):
             for k, v in _flat_meta(self.meta).items():
                 self.ds.attrs["galmerge " + k] = v
             nulls = {n: int(np.iinfo(rec.dtype[n]).min) for n in self.nullable_ints
-                     if n in rec.dtype.names and rec.dtype[n].kind == "i"}
+                     if n in (rec.dtype.names or ()) and rec.dtype[n].kind == "i"}
             self.ds.attrs["null_values"] = json.dumps(nulls, sort_keys=True)
         self.ds[self.pos:self.pos + len(rec)] = rec
         self.pos += len(rec)

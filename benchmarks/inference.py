@@ -1,0 +1,216 @@
+"""Inference speed: ONNX Runtime vs PyTorch eager, and end-to-end `classify` throughput.
+
+Measures, in one run on one machine:
+
+1. images/s of the same DeepMerge weights (normalisation + softmax included) in
+   ONNX Runtime and in PyTorch eager, at several batch sizes, with the same
+   number of threads;
+2. end-to-end ``classify_catalog`` rows/s (catalogue read, cutout read, preprocessing,
+   model, part files, final CSV) from JPEG files and from an HDF5 cube, against the
+   model-only throughput at the same batch size.
+
+Targets (issue 4, 2-core machine): ORT >= 3x PyTorch eager; end-to-end from HDF5 >= 70%
+of model-only throughput.
+
+Usage (hold the CPU lock)::
+
+    flock /tmp/galmerge-cpu.lock python benchmarks/inference.py [--threads 2] \\
+        [--update-docs docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from galmerge.conventions import Normalisation  # noqa: E402
+from galmerge.data.dataset import DatasetWriter  # noqa: E402
+from galmerge.data.images import prepare, read_image  # noqa: E402
+from galmerge.export import export_onnx, sdss_example_convention  # noqa: E402
+from galmerge.inference.engine import OnnxClassifier  # noqa: E402
+from galmerge.inference.pipeline import ClassifyOptions, classify_catalog  # noqa: E402
+
+EXAMPLE = ROOT / "catalogs" / "sdss_example"
+NORM = Normalisation((20.5599, 17.5258, 12.9599), (32.2234, 26.4984, 21.4642))
+
+
+def rate(fn: Callable[[], int], *, min_seconds: float = 2.0, repeats: int = 3) -> float:
+    """Best items/s over ``repeats`` timed rounds of at least ``min_seconds`` each."""
+    fn()  # warm-up
+    best = 0.0
+    for _ in range(repeats):
+        n = 0
+        t0 = time.perf_counter()
+        while True:
+            n += fn()
+            dt = time.perf_counter() - t0
+            if dt >= min_seconds:
+                break
+        best = max(best, n / dt)
+    return best
+
+
+def machine() -> str:
+    """CPU model and core count (lscpu)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                      if ln.startswith("Model name")), platform.processor())
+    except (OSError, subprocess.CalledProcessError):
+        model = platform.processor()
+    import os
+
+    return f"{model}, {len(os.sched_getaffinity(0))} cores available, {platform.python_version()}"
+
+
+def model_vs_torch(onnx_path: Path, wrapper: object, threads: int, batches: list[int]
+                   ) -> list[tuple[int, float, float]]:
+    import torch
+
+    torch.set_num_threads(threads)
+    rows = []
+    rng = np.random.default_rng(0)
+    for b in batches:
+        x = rng.uniform(0, 255, (b, 3, 75, 75)).astype(np.float32)
+        clf = OnnxClassifier(onnx_path, device="cpu", batch_size=b, threads=threads)
+        xt = torch.from_numpy(x)
+
+        def run_ort(clf: OnnxClassifier = clf, x: np.ndarray = x) -> int:
+            clf.run_batch(x)
+            return len(x)
+
+        def run_torch(xt: torch.Tensor = xt) -> int:
+            with torch.inference_mode():
+                wrapper(xt)  # type: ignore[operator]
+            return xt.shape[0]
+
+        rows.append((b, rate(run_ort), rate(run_torch)))
+    return rows
+
+
+def end_to_end(onnx_path: Path, tmp: Path, threads: int, batch: int, jpeg_rows: int,
+               h5_rows: int) -> dict[str, float]:
+    conv = sdss_example_convention()
+    files = sorted((EXAMPLE / "cutouts").iterdir())
+    files = [f for f in files if f.stem != "587729387686002878"]  # the SDSS error JPEG
+    # JPEG: a catalogue whose file_loc cycles over the bundled cutouts.
+    jcat = tmp / "jpeg.csv"
+    pd.DataFrame({"objid": [str(587700000000000000 + i) for i in range(jpeg_rows)],
+                  "file_loc": [str(files[i % len(files)]) for i in range(jpeg_rows)]}
+                 ).to_csv(jcat, index=False)
+    # HDF5: a dataset file of model-ready images (the real JPEGs, prepared, tiled).
+    prepared = np.stack([prepare(read_image(f).pixels, conv.size, conv.crop_fraction)
+                         for f in files])
+    cube = tmp / "cube.h5"
+    ids = [str(587800000000000000 + i) for i in range(h5_rows)]
+    with DatasetWriter(cube, h5_rows, conv, labels=np.full(h5_rows, -1), ids=ids,
+                       chunk_images=64) as w:
+        step = 1024
+        for s in range(0, h5_rows, step):
+            k = min(step, h5_rows - s)
+            w.write(s, prepared[np.arange(s, s + k) % len(prepared)])
+    hcat = tmp / "h5.csv"
+    pd.DataFrame({"objid": ids}).to_csv(hcat, index=False)
+
+    opts = dict(batch_size=batch, threads=threads, device="cpu")
+    out: dict[str, float] = {}
+    for label, cat, extra in (("jpeg", jcat, {}), ("hdf5", hcat, {"cutouts": str(cube)})):
+        best = 0.0
+        for _ in range(2):
+            o = tmp / f"{label}_scores.csv"
+            s = classify_catalog(cat, model=onnx_path, output=o,
+                                 options=ClassifyOptions(**opts, **extra))
+            assert s.status_counts.get("ok") == s.rows, s.status_counts
+            best = max(best, s.rows / s.seconds)
+        out[label] = best
+    clf = OnnxClassifier(onnx_path, device="cpu", batch_size=batch, threads=threads)
+    x = np.ascontiguousarray(prepared[np.arange(batch) % len(prepared)])
+    out["model_only"] = rate(lambda: (clf.run_batch(x), batch)[1])
+    return out
+
+
+def main() -> None:
+    import torch
+
+    from galmerge.export import _ExportWrapper
+    from galmerge.training.checkpoint import save_checkpoint
+    from galmerge.training.models import DeepMerge
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batches", default="64,256,1024")
+    ap.add_argument("--batch", type=int, default=256, help="classify batch size")
+    ap.add_argument("--jpeg-rows", type=int, default=1500)
+    ap.add_argument("--h5-rows", type=int, default=20000)
+    ap.add_argument("--update-docs", type=Path, default=None)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        torch.manual_seed(0)
+        model = DeepMerge().eval()
+        conv = sdss_example_convention()
+        ck = save_checkpoint(tmp / "bench.pt", model, arch="deepmerge", config={"bench": 1},
+                             normalisation={"target": NORM}, conventions={"target": conv})
+        onnx_path = export_onnx(ck, tmp / "bench.onnx").path
+        wrapper = _ExportWrapper(model, NORM, 1, False).eval()
+        batches = [int(b) for b in args.batches.split(",")]
+        mt = model_vs_torch(onnx_path, wrapper, args.threads, batches)
+        e2e = end_to_end(onnx_path, tmp, args.threads, args.batch, args.jpeg_rows,
+                         args.h5_rows)
+
+    lines = [
+        f"Machine: {machine()}; torch {torch.__version__}, onnxruntime "
+        f"{__import__('onnxruntime').__version__}; {args.threads} threads for both engines.",
+        "Reproduce: `flock /tmp/galmerge-cpu.lock python benchmarks/inference.py "
+        f"--threads {args.threads}`.",
+        "",
+        "| batch | ONNX Runtime (images/s) | PyTorch eager (images/s) | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {b} | {o:,.0f} | {t:,.0f} | {o / t:.1f}× |" for b, o, t in mt]
+    m = e2e["model_only"]
+    lines += [
+        "",
+        f"End-to-end `classify` (batch {args.batch}, CSV catalogue in, CSV out):",
+        "",
+        "| input | rows/s | fraction of model-only |",
+        "|---|---:|---:|",
+        f"| model only (ONNX Runtime, batch {args.batch}) | {m:,.0f} | 100% |",
+        f"| HDF5 cube ({args.h5_rows:,} rows, 75×75 model-ready) | {e2e['hdf5']:,.0f} | "
+        f"{e2e['hdf5'] / m:.0%} |",
+        f"| SDSS JPEG files ({args.jpeg_rows:,} rows, 423×423, decode + crop + area resize) | "
+        f"{e2e['jpeg']:,.0f} | {e2e['jpeg'] / m:.0%} |",
+    ]
+    worst = min(o / t for _, o, t in mt)
+    lines += [
+        "",
+        f"Targets: ONNX Runtime ≥ 3× PyTorch eager — {'met' if worst >= 3 else 'MISSED'} "
+        f"(lowest ratio {worst:.1f}×); end-to-end from HDF5 ≥ 70% of model-only — "
+        f"{'met' if e2e['hdf5'] / m >= 0.7 else 'MISSED'} ({e2e['hdf5'] / m:.0%}).",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.update_docs:
+        doc = args.update_docs.read_text()
+        start = doc.index("<!-- section: inference -->")
+        end = doc.index("<!-- end section: inference -->")
+        body = ("<!-- section: inference -->\n## Inference: ONNX Runtime vs PyTorch eager, "
+                "end-to-end classify\n\n" + text + "\n")
+        args.update_docs.write_text(doc[:start] + body + doc[end:])
+
+
+if __name__ == "__main__":
+    main()
