@@ -132,8 +132,6 @@ class OnnxClassifier:
             providers = [CPU]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
-        if os.environ.get("GM_NOSPIN"):
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
