@@ -188,10 +188,6 @@ def train(
         threads=threads,
     )
     config = build_config(overrides, preset)
-    typer.echo(f"preset {config.preset}; method {config.method}"
-               f"{' + Fisher' if config.fisher else ''}{' + entropy' if config.entropy else ''}, "
-               f"{config.arch}, lr {config.lr:g}, weight decay {config.weight_decay:g}, "
-               f"{config.epochs} epochs max, batch {config.batch_size}", err=True)
     show = sys.stderr.isatty() and not quiet
     result = run_training(config, log=None if quiet else (lambda m: typer.echo(m, err=True)),
                           progress=show, overwrite=overwrite)

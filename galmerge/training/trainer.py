@@ -308,6 +308,10 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
     _check_domains(src, tgt, config)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "config.json")
+    say(f"preset {config.preset or '-'}; method {config.method}"
+        f"{' + Fisher' if config.fisher else ''}{' + entropy' if config.entropy else ''}, "
+        f"{config.arch}, lr {config.lr:g}, weight decay {config.weight_decay:g}, "
+        f"{config.epochs} epochs max, batch {config.batch_size} per domain, seed {config.seed}")
     say(f"source: {src.describe()}")
     say(f"target: {tgt.describe()}")
 
