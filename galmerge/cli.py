@@ -82,14 +82,29 @@ def _root(
 def simulate(
     out: Annotated[Path, typer.Option(
         "--out", help="Output directory for source.h5 and target.h5.")],
-    n: Annotated[int, typer.Option("--n", min=2, help="Images per domain.")] = 6000,
+    n: Annotated[int, typer.Option("--n", help="Images per domain (at least 2).")] = 6000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 1,
     survey: Annotated[str, typer.Option(
         "--survey", help="'hst' (paper §4.1 sim->sim: pristine vs noisy) or 'sdss' (SDSS-like "
         "colour JPEG source for sim->real).")] = "hst",
 ) -> None:
-    """Simulate labelled galaxy images: a pristine source and a noisy target domain."""
-    not_implemented("simulate")
+    """Simulate labelled galaxy images (balanced mergers / non-mergers, 3x75x75).
+
+    --survey hst writes OUT/source.h5 (pristine: PSF-convolved) and OUT/target.h5 (noisy: the
+    same galaxies plus sky noise), as in the paper's sim->sim experiment. --survey sdss writes
+    OUT/source.h5 with SDSS-like colour-JPEG images for training against real SDSS cutouts.
+    """
+    import time
+
+    from galmerge.data.simulator import simulate as run_simulation
+
+    t0 = time.perf_counter()
+    result = run_simulation(out, n=n, seed=seed, survey=survey)
+    took = time.perf_counter() - t0
+    for path in result.paths:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"{result.n} images per file, seed {result.seed}, survey {result.survey}, "
+               f"{took:.1f} s")
 
 
 _TRAIN_HELP = (
