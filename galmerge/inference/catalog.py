@@ -349,11 +349,31 @@ def _count_lines(p: Path) -> int | None:
     return n + (0 if last == b"\n" else 1)
 
 
+def _leading_comment_lines(p: Path) -> int:
+    """Lines starting with ``#`` before the header (e.g. SkyServer's ``#Table1``)."""
+    import gzip
+
+    opener: Any = gzip.open if p.name.lower().endswith(".gz") else open
+    n = 0
+    try:
+        with opener(p, "rt", encoding="utf-8-sig", errors="replace") as f:
+            for line in f:
+                if not line.startswith("#"):
+                    break
+                n += 1
+                if n > 10000:
+                    break
+    except (OSError, EOFError):
+        return 0
+    return n
+
+
 def _open_csv(p: Path) -> CatalogReader:
     sep = "\t" if p.name.lower().split(".")[-1] == "tsv" or ".tsv." in p.name.lower() else ","
+    skip = _leading_comment_lines(p)
     kw: dict[str, Any] = dict(sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                              skipinitialspace=False, encoding="utf-8",
-                              encoding_errors="replace")
+                              skipinitialspace=False, encoding="utf-8-sig",
+                              encoding_errors="replace", skiprows=skip)
     try:
         head = pd.read_csv(p, nrows=2, **kw)
     except pd.errors.EmptyDataError:
@@ -374,7 +394,8 @@ def _open_csv(p: Path) -> CatalogReader:
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
             raise _unparseable(p, "CSV", exc) from None
 
-    return CatalogReader(p, "csv", columns, None if lines is None else max(0, lines - 1),
+    return CatalogReader(p, "csv", columns,
+                         None if lines is None else max(0, lines - 1 - skip),
                          text_columns=True, note="streamed with pandas; columns kept as text",
                          _impl=gen)
 
