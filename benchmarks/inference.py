@@ -217,6 +217,9 @@ def main() -> None:
         f"(lowest ratio {worst:.1f}×); end-to-end from HDF5 ≥ 70% of model-only — "
         f"{'met' if e2e['hdf5'] / m >= 0.7 else 'MISSED'} ({e2e['hdf5'] / m:.0%}).",
     ]
+    if foreign > 0.05 * wall:
+        lines += ["", f"WARNING: other processes used {foreign:.0f} CPU-s: timings are not clean; "
+                      "rerun when the machine is quiet."]
     text = "\n".join(lines)
     print(text)
     if args.update_docs:

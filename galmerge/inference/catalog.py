@@ -185,6 +185,8 @@ def id_strings(col: pd.Series) -> tuple[np.ndarray, bool]:
                         (str(int(v)) if v == int(v) else repr(float(v))) for v in vals],
                        dtype=object)
         return out, True
+    if isinstance(col.dtype, pd.StringDtype):  # text (CSV): vectorised
+        return col.fillna("").str.strip().to_numpy(dtype=object), False
     vals = col.to_numpy(dtype=object)
     out = np.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
                     else (v.decode() if isinstance(v, bytes) else str(v)).strip()

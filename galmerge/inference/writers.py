@@ -149,8 +149,12 @@ def _infer_text(values: pd.Series, state: str) -> str:
 
 
 def scan_parts(paths: list[Path], *, id_col: str, text_columns: bool, typed_output: bool,
-               keep_text: set[str]) -> ScanResult:
-    """Pass 1 over the part files (see the module docstring)."""
+               keep_text: set[str], string_widths: bool = True) -> ScanResult:
+    """Pass 1 over the part files (see the module docstring).
+
+    ``string_widths`` measures string columns (byte widths, non-ASCII) for the
+    fixed-width formats; CSV and Parquet do not need it.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -187,10 +191,13 @@ def scan_parts(paths: list[Path], *, id_col: str, text_columns: bool, typed_outp
         for name in table.schema.names:
             t = table.schema.field(name).type
             if pa.types.is_string(t) or pa.types.is_large_string(t):
+                infer = text_columns and typed_output and name not in keep_text
+                if not (infer or string_widths):
+                    continue
                 col = table.column(name).to_pandas().fillna("").astype(str)
-                if text_columns and typed_output and name not in keep_text:
+                if infer:
                     text_state[name] = _infer_text(col, text_state.get(name, "int"))
-                if len(col):
+                if string_widths and len(col):
                     w = int(col.str.len().max())
                     if not col.map(str.isascii).all():
                         non_ascii.add(name)
@@ -599,7 +606,8 @@ def assemble(parts: list[Path], out: str | Path, *, meta: dict[str, Any], id_col
     fmt = fmt or output_format(out)
     keep = {id_col, *RESULT_COLUMNS, *(keep_text or set())}
     scan = scan_parts(parts, id_col=id_col, text_columns=text_columns,
-                      typed_output=fmt != "csv", keep_text=keep)
+                      typed_output=fmt != "csv", keep_text=keep,
+                      string_widths=fmt in ("fits", "hdf5", "votable"))
     meta = dict(meta)
     meta["rows"] = scan.n_rows
     meta["status_counts"] = scan.status_counts
