@@ -121,6 +121,89 @@ def classify() -> None:
 
 @app.command()
 @user_errors
+def fetch(
+    catalog: Annotated[Path, typer.Option(
+        "--catalog", help="Catalogue (CSV, Parquet or FITS) with RA/Dec in degrees.")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Cache directory to fill (created; reused by reruns and by "
+        "`classify --cutouts DIR`).")],
+    service: Annotated[str, typer.Option(
+        "--fetch", help="Cutout service: sdss (SkyServer ImgCutout), legacy (Legacy Surveys "
+        "viewer) or hips (CDS hips2fits).")] = "sdss",
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="ONNX model whose metadata gives the cutout size and scale.")] = None,
+    scale: Annotated[float | None, typer.Option(
+        "--scale", help="Arcsec per pixel of the fetched cutout (overrides the model's).")] = None,
+    pixels: Annotated[int | None, typer.Option(
+        "--pixels", min=1, help="Width = height of the fetched cutout in pixels "
+        "(default: the model's size / crop fraction; 128 without a model).")] = None,
+    scale_column: Annotated[str | None, typer.Option(
+        "--scale-column", help="Per-row scale from this column (e.g. petroR90_r) x "
+        "--scale-factor, Galaxy Zoo style.")] = None,
+    scale_factor: Annotated[float | None, typer.Option(
+        "--scale-factor", help="Multiplies --scale-column (default: the model's "
+        "petro_scale_factor, else 1).")] = None,
+    release: Annotated[str | None, typer.Option(
+        "--release", help="sdss: data release (default dr17).")] = None,
+    layer: Annotated[str | None, typer.Option(
+        "--layer", help="legacy: layer (default ls-dr10).")] = None,
+    bands: Annotated[str | None, typer.Option(
+        "--bands", help="legacy: bands (default grz).")] = None,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="legacy: fits (default) or jpeg; hips: jpeg (default), png or "
+        "fits.")] = None,
+    hips: Annotated[str | None, typer.Option(
+        "--hips", help="hips: HiPS id (default CDS/P/SDSS9/color).")] = None,
+    service_url: Annotated[str | None, typer.Option(
+        "--service-url", help="Service base URL (mirrors separated by commas; sdss may "
+        "contain {release}). Default: $GALMERGE_SDSS_URL / $GALMERGE_LEGACY_URL / "
+        "$GALMERGE_HIPS_URL, else the public service.")] = None,
+    concurrency: Annotated[int, typer.Option(
+        "--concurrency", min=1, max=256, help="Requests in flight at once.")] = 8,
+    max_rps: Annotated[float | None, typer.Option(
+        "--max-rps", help="At most this many requests per second.")] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", help="Read timeout per request, seconds.")] = 30.0,
+    retries: Annotated[int, typer.Option(
+        "--retries", min=0, help="Retries per cutout after connection errors, timeouts, "
+        "429 and 5xx.")] = 4,
+    backoff: Annotated[float, typer.Option(
+        "--backoff", min=0.0, help="First retry waits about this many seconds, doubling "
+        "each time (with jitter; a 429's Retry-After is always honoured).")] = 1.0,
+    ra_column: Annotated[str | None, typer.Option("--ra-column")] = None,
+    dec_column: Annotated[str | None, typer.Option("--dec-column")] = None,
+    id_column: Annotated[str | None, typer.Option("--id-column")] = None,
+    status_out: Annotated[Path | None, typer.Option(
+        "--status-out", help="Per-row status table (CSV; default "
+        "OUT/<catalogue>.fetch-status.csv).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Skip rows the previous status table records as done.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing status table.")] = False,
+) -> None:
+    """Prefetch every row's cutout into a cache directory, without classifying."""
+    from galmerge.inference.fetch import FetchConfig, fetch_catalog
+
+    cfg = FetchConfig(
+        catalog=catalog, out=out, service=service, status_out=status_out, model=model,
+        scale=scale, pixels=pixels, scale_column=scale_column, scale_factor=scale_factor,
+        release=release, layer=layer, bands=bands, fmt=fmt, hips=hips, service_url=service_url,
+        concurrency=concurrency, max_rps=max_rps, timeout=timeout, retries=retries,
+        backoff=backoff,
+        ra_column=ra_column, dec_column=dec_column, id_column=id_column, resume=resume,
+        overwrite=overwrite)
+    summary = fetch_catalog(cfg)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.by_status.items()))
+    st = summary.stats
+    typer.echo(f"{summary.rows} rows in {summary.seconds:.1f} s: {counts}")
+    typer.echo(f"requests {st['requests']} (retries {st['retries']}, rate-limited "
+               f"{st['rate_limited']}), cache hits {st['cache_hits']}, resumed "
+               f"{summary.skipped_done}")
+    typer.echo(f"status table: {summary.status_table}")
+
+
+@app.command()
+@user_errors
 def report() -> None:
     """Diagnostic plots (ROC, histograms, t-SNE, Grad-CAM, curves) and an HTML summary."""
     not_implemented("report")

@@ -149,10 +149,13 @@ class CutoutCache:
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                    isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            # Durable against a killed process (not against power loss) and fast.
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise GalmergeError(f"{self.path}: not a readable cutout cache ({exc})") from None
         except sqlite3.Error as exc:
             raise GalmergeError(f"{self.path}: cannot open the cutout cache ({exc})") from None
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
     def _conn(self) -> sqlite3.Connection:

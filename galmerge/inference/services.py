@@ -98,7 +98,7 @@ class Geometry:
 
 
 def fetch_geometry(convention: ModelConvention | None, *, scale: float | None = None,
-                   pixels: int | None = None) -> Geometry:
+                   pixels: int | None = None, per_row_scale: bool = False) -> Geometry:
     """The cutout to fetch for a model.
 
     The model sees ``size`` pixels of ``pixel_scale_arcsec`` each, which are the
@@ -115,9 +115,11 @@ def fetch_geometry(convention: ModelConvention | None, *, scale: float | None = 
         convention: the model's input convention (``None``: explicit values only).
         scale: arcsec per stored pixel, overriding the model's (``--scale``).
         pixels: stored cutout size, overriding the model's (``--pixels``).
+        per_row_scale: every request carries its own scale (``--scale-column``),
+            so no default scale is needed.
     """
     if convention is None:
-        if scale is None:
+        if scale is None and not per_row_scale:
             raise GalmergeError(
                 "no cutout scale: give --scale ARCSEC_PER_PIXEL or a --model whose metadata "
                 "records pixel_scale_arcsec")
@@ -128,7 +130,7 @@ def fetch_geometry(convention: ModelConvention | None, *, scale: float | None = 
     if scale is None and convention.pixel_scale_arcsec is not None:
         field = size * convention.pixel_scale_arcsec / crop  # arcsec across the stored cutout
         scale = field / n
-    if scale is None and convention.petro_scale_factor is None:
+    if scale is None and convention.petro_scale_factor is None and not per_row_scale:
         raise GalmergeError(
             "the model records no pixel scale (pixel_scale_arcsec or petro_scale_factor)",
             hint="give --scale ARCSEC_PER_PIXEL, or --scale-column with --scale-factor")
@@ -298,10 +300,15 @@ class ServiceCutoutSource(CutoutSource):
         works. ``requests`` may be any iterable (it is consumed lazily).
         """
         c = self.settings.concurrency
-        return ordered_map(self._safe_get, requests, workers=c, window=c * self.prefetch,
+        return ordered_map(self.get_safely, requests, workers=c, window=c * self.prefetch,
                            name=f"galmerge-{self.name}")
 
-    def _safe_get(self, request: CutoutRequest) -> Cutout:
+    def get_safely(self, request: CutoutRequest) -> Cutout:
+        """:meth:`get`, with an unexpected exception turned into ``fetch_failed``.
+
+        :class:`GalmergeError` (a configuration problem every row would share,
+        e.g. an invalid URL) still propagates and stops the run.
+        """
         try:
             return self.get(request)
         except GalmergeError:

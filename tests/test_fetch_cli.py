@@ -1,0 +1,147 @@
+"""`galmerge fetch` end to end: a real CLI process against the local fake services."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from galmerge.inference.cache import CutoutCache
+from galmerge.inference.cutouts import (
+    BAD_COORDINATES,
+    FETCH_FAILED,
+    MISSING_FILE,
+    NO_COVERAGE,
+    OK,
+    STATUSES,
+    CutoutRequest,
+)
+from galmerge.inference.services import open_cached_source
+from tests.conftest import ROOT
+from tests.fake_services import pos_key
+
+
+def run_fetch(fake, *args: str, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "GALMERGE_SDSS_URL": fake.sdss_url,
+                "GALMERGE_LEGACY_URL": fake.legacy_url, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "galmerge", "fetch", *args], cwd=ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=300)
+
+
+def test_fetch_writes_a_status_per_row_and_resumes(fake, tmp_path: Path) -> None:
+    cat = tmp_path / "cat.csv"
+    pd.DataFrame({
+        "objid": ["587724199889666224", "587724232639905893", "3", "4", "5"],
+        "RA": [150.0, 151.0, 152.0, float("nan"), 153.0],
+        "Dec": [2.0, 3.0, -45.0, 1.0, 4.0],
+        "petroR90_r": [10.0, 20.0, 10.0, 10.0, 15.0],
+    }).to_csv(cat, index=False)
+    fake.add_fault(153.0, 4.0, "503")
+    out = tmp_path / "cache"
+    args = ["--catalog", str(cat), "--out", str(out), "--scale-column", "petroR90_r",
+            "--scale-factor", "0.02", "--pixels", "100", "--retries", "1",
+            "--backoff", "0.01"]
+    first = run_fetch(fake, *args)
+    assert first.returncode == 0, first.stderr
+    assert "5 rows" in first.stdout
+    table = pd.read_csv(out / "cat.csv.fetch-status.csv", dtype={"id": str})
+    assert table["id"].tolist()[:2] == ["587724199889666224", "587724232639905893"]
+    assert table["status"].tolist() == [OK, OK, NO_COVERAGE, BAD_COORDINATES, FETCH_FAILED]
+    assert "HTTP 503" in table["status_detail"][4] and "footprint" in table["status_detail"][2]
+    scales = {e.key: float(e.params["scale"]) for e in fake.log}
+    # per-row scales: 0.02 x petroR90_r
+    assert [scales[pos_key(r, d)] for r, d in [(150, 2), (151, 3), (152, -45), (153, 4)]] == \
+        pytest.approx([0.2, 0.4, 0.2, 0.3])
+    sent = fake.count()
+    assert sent == 3 + 2  # the 503 row was tried twice
+
+    again = run_fetch(fake, *args)
+    assert again.returncode == 2 and "exists" in again.stderr and "--resume" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+    resumed = run_fetch(fake, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert fake.count() - sent == 2  # only the failed row, again twice
+    rerun = run_fetch(fake, *args, "--overwrite")
+    assert rerun.returncode == 0 and fake.count() - sent == 4  # the cache served the rest
+
+    # classify --cutouts DIR reads the cache offline through the recorded configuration.
+    offline = open_cached_source(str(out))
+    assert offline.get(CutoutRequest(0, "a", 150.0, 2.0, scale=0.2)).ok
+    assert offline.get(CutoutRequest(4, "e", 153.0, 4.0, scale=0.3)).status == MISSING_FILE
+
+
+def test_fetch_rejects_bad_options_in_one_line(fake, tmp_path: Path) -> None:
+    cat = tmp_path / "c.csv"
+    pd.DataFrame({"ra": [1.0], "dec": [1.0]}).to_csv(cat, index=False)
+    no_scale = run_fetch(fake, "--catalog", str(cat), "--out", str(tmp_path / "o"))
+    assert no_scale.returncode == 2 and "--scale" in no_scale.stderr
+    bad_service = run_fetch(fake, "--catalog", str(cat), "--out", str(tmp_path / "o"),
+                            "--scale", "0.4", "--fetch", "panstarrs")
+    assert bad_service.returncode == 2 and "sdss, legacy, hips" in bad_service.stderr
+    no_col = run_fetch(fake, "--catalog", str(cat), "--out", str(tmp_path / "o"), "--scale",
+                       "0.4", "--ra-column", "RAJ")
+    assert no_col.returncode == 2 and "RAJ" in no_col.stderr
+
+
+# Faults injected into the done-when run: (kind, times, extra). times=None: every request.
+FAULT_MIX = [
+    ("429", 1, {"retry_after": "0"}), ("429", None, {"retry_after": "0"}),
+    ("500", 1, {}), ("500", None, {}), ("503", None, {}),
+    ("timeout", None, {"delay": 1.0}), ("truncate", None, {}), ("truncate", 1, {}),
+    ("corrupt", None, {}), ("html200", None, {}), ("content_type", None, {}),
+    ("reset", None, {}), ("404", None, {}), ("403", None, {}), ("400", None, {}),
+    ("footprint404", None, {}), ("footprint200", None, {}), ("latency", None, {"delay": 0.2}),
+]
+
+
+@pytest.mark.slow  # ~25 s on 2 shared cores
+def test_done_when_2000_rows_with_10_percent_faults_then_resume(fake, tmp_path: Path) -> None:
+    n = 2000
+    rows = pd.DataFrame({"objid": [f"id{i}" for i in range(n)],
+                         "ra": [100.0 + i * 0.01 for i in range(n)],
+                         "dec": [10.0 + (i % 7) * 0.01 for i in range(n)]})
+    cat = tmp_path / "big.csv"
+    rows.to_csv(cat, index=False)
+    planned: dict[int, str] = {}
+    for j, i in enumerate(range(0, n, 10)):  # every 10th row: 10 % faulty, all kinds
+        kind, times, extra = FAULT_MIX[j % len(FAULT_MIX)]
+        fake.add_fault(rows.ra[i], rows.dec[i], kind, times=times, **extra)
+        planned[i] = kind if times is None else f"{kind}-once"
+    fake.latency = 0.002
+    args = ["--catalog", str(cat), "--out", str(tmp_path / "cache"), "--scale", "0.4",
+            "--pixels", "64", "--concurrency", "16", "--retries", "2", "--timeout", "0.3",
+            "--backoff", "0.02"]
+    first = run_fetch(fake, *args)
+    assert first.returncode == 0, first.stderr
+    table = pd.read_csv(tmp_path / "cache" / "big.csv.fetch-status.csv")
+    assert len(table) == n and table["row"].tolist() == list(range(n))  # none lost
+    assert set(table["status"]) <= set(STATUSES)
+    failed = table[table.status != OK]
+    assert (failed["status_detail"].fillna("").str.len() > 0).all()  # every failure explained
+    expected = {"footprint404": NO_COVERAGE, "footprint200": NO_COVERAGE, "latency": OK}
+    for i, kind in planned.items():
+        want = OK if kind.endswith("-once") else expected.get(kind, FETCH_FAILED)
+        assert table.status[i] == want, (i, kind, table.status_detail[i])
+    assert (table.status[[i for i in range(n) if i not in planned]] == OK).all()
+    counts = Counter(table.status)
+    assert counts[FETCH_FAILED] == sum(1 for k in planned.values()
+                                       if k not in expected and not k.endswith("-once"))
+
+    before = len(fake.log)
+    resumed = run_fetch(fake, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    second = fake.log[before:]
+    failed_keys = {pos_key(rows.ra[i], rows.dec[i]) for i in table.index[table.status ==
+                                                                          FETCH_FAILED]}
+    assert {e.key for e in second} == failed_keys  # re-fetched only the failed rows
+    again = pd.read_csv(tmp_path / "cache" / "big.csv.fetch-status.csv")
+    assert len(again) == n and (again.status == table.status).all()
+    with CutoutCache(tmp_path / "cache") as cache:
+        assert len(cache) == counts[OK] + counts[NO_COVERAGE]
