@@ -43,7 +43,13 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SDSS_JPEGS = sorted((ROOT / "catalogs" / "sdss_example" / "cutouts").glob("*.jpeg"))
+#: One bundled GZ1 "cutout" is really a SkyServer diagnostic tile served with HTTP 200
+#: ("getFrames() has failed ... Parameter is not valid", white text on black): the older
+#: error style of deploy.md §1, in real bytes. It answers the `footprint200` fault; the
+#: other 23 are the real fields.
+SDSS_ERROR_TILE = ROOT / "catalogs" / "sdss_example" / "cutouts" / "587729387686002878.jpeg"
+SDSS_JPEGS = sorted(p for p in (ROOT / "catalogs" / "sdss_example" / "cutouts").glob("*.jpeg")
+                    if p != SDSS_ERROR_TILE)
 DECALS_FITS = [ROOT / "tests" / "data" / "decals" / f"{n}.fits"
                for n in ("example_a", "example_d", "temp_small")]
 #: Nominal pixel scales of the bundled images (arcsec/px).
@@ -147,6 +153,18 @@ def black_tile(width: int, height: int, fmt: str = "JPEG", text: bool = True) ->
                                 fill=(255, 255, 255))
     buf = io.BytesIO()
     im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=256)
+def error_tile(width: int, height: int) -> bytes:
+    """SkyServer's real diagnostic tile (HTTP 200 style), resized to width x height."""
+    from PIL import Image
+
+    with Image.open(SDSS_ERROR_TILE) as im:
+        small = im.convert("RGB").resize((width, height), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 
@@ -393,7 +411,7 @@ class FakeServices:
         if style == "404":
             return _Answer(404, black_tile(width, height), "image/jpeg",
                            "NOT FOUND. Requested (ra, dec) is outside the SDSS footprint.")
-        return _Answer(200, black_tile(width, height), "image/jpeg")
+        return _Answer(200, error_tile(width, height), "image/jpeg")
 
     def _legacy(self, what: str, p: dict[str, str]) -> _Answer:
         kinds = {"jpeg-cutout": "jpeg", "cutout.jpg": "jpeg", "fits-cutout": "fits",
@@ -457,6 +475,9 @@ def _make_handler(fake: FakeServices) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "FakeSurvey/1.0"
+        # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's
+        # algorithm and the client's delayed ACK add ~40 ms to every answer.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass

@@ -18,6 +18,7 @@ from galmerge.conventions import (
     ModelConvention,
     to_convention,
 )
+from galmerge.data.images import blank_fraction
 from galmerge.errors import GalmergeError
 from galmerge.inference.cache import CutoutCache
 from galmerge.inference.cutouts import (
@@ -38,7 +39,7 @@ from galmerge.inference.services import (
     make_source,
     open_cached_source,
 )
-from tests.fake_services import SDSS_JPEGS, _pick, decals_cube, sdss_jpeg
+from tests.fake_services import SDSS_ERROR_TILE, SDSS_JPEGS, _pick, decals_cube, sdss_jpeg
 
 FAST = HttpSettings(backoff_base=0.02, backoff_max=0.2, connect_timeout=2.0, read_timeout=2.0,
                     max_attempts=4)
@@ -264,9 +265,26 @@ def test_out_of_footprint_both_sdss_styles_and_negative_cache(fake, tmp_path) ->
 
 
 def test_real_fields_are_not_mistaken_for_no_coverage(fake) -> None:
-    src = sdss(fake, Geometry(64, 0.396))
-    statuses = [src.get(req(100.0 + i * 0.37, 10.0 + i * 0.11)).status for i in range(24)]
-    assert statuses == [OK] * 24
+    # One position per bundled real field, at two cutout sizes.
+    positions: dict[int, float] = {}
+    ra = 100.0
+    while len(positions) < len(SDSS_JPEGS):
+        positions.setdefault(_pick(ra, 10.0, len(SDSS_JPEGS)), ra)
+        ra += 0.001
+    for geometry in (Geometry(64, 0.4), Geometry(150, 0.8)):
+        src = sdss(fake, geometry)
+        assert [src.get(req(r, 10.0)).status for r in positions.values()] == [OK] * len(
+            positions)
+
+
+def test_skyservers_real_diagnostic_tile_is_no_coverage(fake) -> None:
+    # A real SkyServer error tile served with HTTP 200 (bundled by accident as a GZ1 cutout).
+    img = np.moveaxis(np.asarray(Image.open(SDSS_ERROR_TILE).convert("RGB")), -1, 0)
+    assert blank_fraction(img.astype(np.float32)) > 0.5
+    fake.add_fault(81.0, 4.0, "footprint200")
+    for geometry in (Geometry(64, 0.4), Geometry(423, 0.4)):
+        cut = sdss(fake, geometry).get(req(81.0, 4.0))
+        assert cut.status == NO_COVERAGE and "HTTP 200" in cut.detail
 
 
 # --- Legacy Surveys and hips2fits ----------------------------------------------------------------

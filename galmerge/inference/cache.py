@@ -227,6 +227,12 @@ class CutoutCache:
             "FROM cutouts WHERE key = ?", (key.text,)).fetchone()
         return None if row is None else self._entry(key.text, row)
 
+    def status(self, key: CacheKey) -> tuple[str, str] | None:
+        """(status, detail) of a stored entry without reading its bytes, or None."""
+        row = self._conn().execute("SELECT status, detail FROM cutouts WHERE key = ?",
+                                   (key.text,)).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
     def get_many(self, keys: Iterable[CacheKey]) -> dict[str, CacheEntry]:
         """Entries for many keys at once, by :attr:`CacheKey.text` (misses left out)."""
         texts = list(dict.fromkeys(k.text for k in keys))

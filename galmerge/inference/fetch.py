@@ -254,7 +254,7 @@ def fetch_catalog(config: FetchConfig, *,
         if req.row in done:
             status, detail = done[req.row]
             return req, Cutout(status, detail=detail)
-        return req, source.get_safely(req)
+        return req, source.get_safely(req, decode_cached=False)
 
     try:
         with tmp.open("w", newline="") as fh:

@@ -258,6 +258,19 @@ class ServiceCutoutSource(CutoutSource):
 
     def get(self, request: CutoutRequest) -> Cutout:
         """One cutout: from the cache, else from the service (never raises per row)."""
+        return self._get(request, decode_cached=True)
+
+    def ensure(self, request: CutoutRequest) -> Cutout:
+        """Make sure the row's answer is in the cache; pixels only when fetched now.
+
+        What ``galmerge fetch`` does per row: a cached entry is confirmed by a
+        key lookup without reading or decoding its bytes (``raw`` is None), so a
+        rerun over a filled cache costs one index lookup per row. Fresh answers
+        are fetched, judged and decoded exactly as in :meth:`get`.
+        """
+        return self._get(request, decode_cached=False)
+
+    def _get(self, request: CutoutRequest, *, decode_cached: bool) -> Cutout:
         where = f"row {request.row} ({request.id})"
         if not _valid_coords(request.ra, request.dec):
             return Cutout(BAD_COORDINATES, detail=f"ra={request.ra}, dec={request.dec} outside "
@@ -271,6 +284,13 @@ class ServiceCutoutSource(CutoutSource):
                           f"[{self.min_scale:g}, {self.max_scale:g}] (not requested)")
         key = self.key(request)
         assert key is not None and request.ra is not None and request.dec is not None
+        if self.cache is not None and not decode_cached:
+            known = self.cache.status(key)
+            if known is not None:
+                with self._lock:
+                    self.cache_hits += 1
+                status, detail = known
+                return Cutout(status, detail=f"{detail} (cached)" if detail else "")
         if self.cache is not None:
             entry = self.cache.get(key)
             if entry is not None:
@@ -303,14 +323,14 @@ class ServiceCutoutSource(CutoutSource):
         return ordered_map(self.get_safely, requests, workers=c, window=c * self.prefetch,
                            name=f"galmerge-{self.name}")
 
-    def get_safely(self, request: CutoutRequest) -> Cutout:
+    def get_safely(self, request: CutoutRequest, *, decode_cached: bool = True) -> Cutout:
         """:meth:`get`, with an unexpected exception turned into ``fetch_failed``.
 
         :class:`GalmergeError` (a configuration problem every row would share,
         e.g. an invalid URL) still propagates and stops the run.
         """
         try:
-            return self.get(request)
+            return self._get(request, decode_cached=decode_cached)
         except GalmergeError:
             raise
         except Exception as exc:  # one bad row never stops the run
