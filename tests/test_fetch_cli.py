@@ -44,7 +44,7 @@ def test_fetch_writes_a_status_per_row_and_resumes(fake, tmp_path: Path) -> None
     }).to_csv(cat, index=False)
     fake.add_fault(153.0, 4.0, "503")
     out = tmp_path / "cache"
-    args = ["--catalog", str(cat), "--out", str(out), "--scale-column", "petroR90_r",
+    args = ["--catalog", str(cat), "--out", str(out), "--scale-col", "petroR90_r",
             "--scale-factor", "0.02", "--pixels", "100", "--retries", "1",
             "--backoff", "0.01"]
     first = run_fetch(fake, *args)
@@ -79,14 +79,14 @@ def test_fetch_writes_a_status_per_row_and_resumes(fake, tmp_path: Path) -> None
 
 def test_fetch_rejects_bad_options_in_one_line(fake, tmp_path: Path) -> None:
     cat = tmp_path / "c.csv"
-    pd.DataFrame({"ra": [1.0], "dec": [1.0]}).to_csv(cat, index=False)
+    pd.DataFrame({"id": ["a"], "ra": [1.0], "dec": [1.0]}).to_csv(cat, index=False)
     no_scale = run_fetch(fake, "--catalog", str(cat), "--out", str(tmp_path / "o"))
     assert no_scale.returncode == 2 and "--scale" in no_scale.stderr
     bad_service = run_fetch(fake, "--catalog", str(cat), "--out", str(tmp_path / "o"),
                             "--scale", "0.4", "--fetch", "panstarrs")
     assert bad_service.returncode == 2 and "sdss, legacy, hips" in bad_service.stderr
     no_col = run_fetch(fake, "--catalog", str(cat), "--out", str(tmp_path / "o"), "--scale",
-                       "0.4", "--ra-column", "RAJ")
+                       "0.4", "--ra-col", "RAJ", "--dec-col", "DEJ")
     assert no_col.returncode == 2 and "RAJ" in no_col.stderr
 
 

@@ -272,6 +272,9 @@ class HttpClient:
         self.limiter = RateLimiter(settings.max_rps)
         self.stats = ClientStats()
         self.stop = threading.Event()
+        # At most `concurrency` requests on the wire, however many threads call
+        # fetch() (e.g. a chunk being classified and the next one being prefetched).
+        self._slots = threading.BoundedSemaphore(settings.concurrency)
         self._local = threading.local()
         self._sessions: list[Any] = []
         self._lock = threading.Lock()
@@ -353,12 +356,14 @@ class HttpClient:
         for attempt in range(st.max_attempts):
             if attempt:
                 self.stats.add(retries=1)
-            if not self.limiter.acquire(self.stop):
-                return Attempt(FETCH_FAILED, detail=f"interrupted ({reason or 'closed'})")
             url = mirrors[attempt % len(mirrors)]
             retry_after: float | None = None
             try:
-                resp = self.get(url, params)
+                with self._slots:
+                    if not self.limiter.acquire(self.stop):
+                        return Attempt(FETCH_FAILED,
+                                       detail=f"interrupted ({reason or 'closed'})")
+                    resp = self.get(url, params)
             except TransientError as exc:
                 self.stats.add(transient_errors=1)
                 reason = str(exc)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,10 @@ from galmerge.inference.http import Attempt, HttpClient, HttpSettings, Response,
 #: or non-finite in every band) is out of the footprint: real SDSS fields have
 #: < 8 % such pixels, an out-of-footprint SDSS tile about 91 % (deploy.md §1).
 COVERAGE_THRESHOLD = 0.5
+
+#: A row that failed after all its retries is not asked again by the same source
+#: for this long (a chunk and its prefetch share the answer); a new run asks again.
+FAILURE_MEMORY_S = 600.0
 
 #: Environment variables that override each service's base URL.
 URL_ENV = {"sdss": "GALMERGE_SDSS_URL", "legacy": "GALMERGE_LEGACY_URL",
@@ -189,6 +194,8 @@ class ServiceCutoutSource(CutoutSource):
         self.client = HttpClient(self.settings)
         self.cache_hits = 0
         self._lock = threading.Lock()
+        self._inflight: dict[str, threading.Event] = {}
+        self._recent_failures: dict[str, tuple[float, str]] = {}
         if geometry.scale is not None:
             _, s = self._service_geometry(geometry.scale)
             if not self.min_scale <= s <= self.max_scale:
@@ -304,13 +311,49 @@ class ServiceCutoutSource(CutoutSource):
             assert self.cache is not None
             return Cutout(MISSING_FILE, detail=f"not in the cutout cache {self.cache.directory} "
                           "(fetch it first with `galmerge fetch`)")
+        if self.cache is None:
+            return self._fetch(request, key, n, s, where)
+        # With a cache, one fetch per key at a time: a second caller (e.g. the
+        # prefetch of the next chunk and the chunk itself) waits for the first
+        # and then reads the cache, or shares its recent failure.
+        with self._lock:
+            failed = self._recent_failures.get(key.text)
+            if failed is not None and time.monotonic() - failed[0] < FAILURE_MEMORY_S:
+                return Cutout(FETCH_FAILED, detail=failed[1])
+            running = self._inflight.get(key.text)
+            if running is None:
+                self._inflight[key.text] = threading.Event()
+        if running is not None:
+            while not running.wait(0.5):
+                if self.client.stop.is_set():
+                    return Cutout(FETCH_FAILED, detail="interrupted")
+            return self._get(request, decode_cached=decode_cached)
+        try:
+            return self._fetch(request, key, n, s, where)
+        finally:
+            with self._lock:
+                self._inflight.pop(key.text).set()
+
+    def _fetch(self, request: CutoutRequest, key: CacheKey, n: int, s: float, where: str
+               ) -> Cutout:
+        assert request.ra is not None and request.dec is not None
         urls, params = self._query(request.ra, request.dec, n, s)
         result = self.client.fetch(urls, params, lambda r: self._interpret(r, where))
         if self.cache is not None and result.status in (OK, NO_COVERAGE):
             self.cache.put(key, status=result.status, body=result.body if result.status == OK
                            else None, content_type=result.content_type, detail=result.detail,
                            url=result.url)
+        elif self.cache is not None and result.status == FETCH_FAILED:
+            with self._lock:
+                if len(self._recent_failures) >= 100_000:
+                    self._recent_failures.pop(next(iter(self._recent_failures)))
+                self._recent_failures[key.text] = (time.monotonic(), result.detail)
         return Cutout(result.status, result.raw, result.detail)
+
+    def forget_failures(self) -> None:
+        """Let rows that failed recently be fetched again at once."""
+        with self._lock:
+            self._recent_failures.clear()
 
     def get_many(self, requests: Sequence[CutoutRequest] | Any) -> Iterator[Cutout]:
         """Cutouts in request order, ``concurrency`` requests in flight.
