@@ -81,6 +81,29 @@ def run(url: str, cache_dir: Path, rows: list[CutoutRequest], concurrency: int,
     return dt
 
 
+def run_classify(url: str, cache_dir: Path, rows: list[CutoutRequest], concurrency: int,
+                 chunk_size: int) -> float:
+    """Seconds for ``classify --fetch sdss`` over ``rows`` (shipped model, fresh cache)."""
+    import pandas as pd
+
+    from galmerge.inference.fetch import FetchOptions
+    from galmerge.inference.pipeline import ClassifyOptions, classify_catalog
+
+    cat = cache_dir.parent / f"{cache_dir.name}.csv"
+    pd.DataFrame({"objid": [r.id for r in rows], "ra": [r.ra for r in rows],
+                  "dec": [r.dec for r in rows]}).to_csv(cat, index=False)
+    opts = ClassifyOptions(chunk_size=chunk_size, fetch=FetchOptions(
+        service="sdss", service_url=url + "/{release}/SkyServerWS/ImgCutout/getjpeg",
+        scale=0.4, pixels=64, concurrency=concurrency, cache=str(cache_dir)))
+    t0 = time.perf_counter()
+    summary = classify_catalog(cat, output=cache_dir.parent / f"{cache_dir.name}_out.csv",
+                               options=opts)
+    dt = time.perf_counter() - t0
+    if summary.status_counts.get(OK) != len(rows):
+        raise RuntimeError(f"classify: {summary.status_counts}")
+    return dt
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency", type=float, default=0.1)
@@ -90,6 +113,7 @@ def main() -> None:
     args = ap.parse_args()
     proc, url = start_server(args.latency)
     lines = []
+    classify_lines: list[tuple[int, int, int, float, float, float]] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for k, c in enumerate(args.concurrency):
@@ -104,6 +128,12 @@ def main() -> None:
                 ideal = c / args.latency
                 lines.append((c, n, rate, ideal, rate / ideal, n / cached, first / cached,
                               n / lookup, first / lookup))
+                if c > 1:
+                    for chunk in (8192, max(16, n // 8)):
+                        crow = [CutoutRequest(i, str(i), r.ra + 100.0 + chunk * 1e-5, r.dec)
+                                for i, r in enumerate(rows)]
+                        dt = run_classify(url, Path(tmp) / f"k{c}-{chunk}", crow, c, chunk)
+                        classify_lines.append((c, n, chunk, n / dt, rate, n / dt / rate))
     finally:
         proc.stdin.close()  # type: ignore[union-attr]
         proc.wait(timeout=10)
@@ -118,6 +148,14 @@ def main() -> None:
     for c, n, rate, ideal, eff, cached_rate, speedup, lookup_rate, lookup_speedup in lines:
         print(f"| {c} | {n} | {rate:.1f} | {ideal:.0f} | {eff:.0%} | {cached_rate:.0f}/s | "
               f"{speedup:.0f}x | {lookup_rate:.0f}/s | {lookup_speedup:.0f}x |")
+    print()
+    print("classify --fetch sdss (shipped model, 64 px at 0.4\"/px, fresh rows and cache), "
+          "end to end:")
+    print()
+    print("| concurrency | rows | chunk size | rows/s | fetch-only cutouts/s | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for c, n, chunk, crate, frate, ratio in classify_lines:
+        print(f"| {c} | {n} | {chunk} | {crate:.1f} | {frate:.1f} | {ratio:.0%} |")
 
 if __name__ == "__main__":
     main()

@@ -324,12 +324,13 @@ BackoffOpt = Annotated[float, typer.Option(
     "(with jitter); a 429's Retry-After is always honoured.")]
 
 
-def _fetch_options(service: str, *, release: str | None, layer: str | None,
+def _fetch_options(service: str | None, *, release: str | None, layer: str | None,
                    bands: str | None, cutout_format: str | None, hips: str | None,
                    service_url: str | None, scale: float | None, pixels: int | None,
                    scale_col: str | None, scale_factor: float | None, concurrency: int,
                    max_rps: float | None, timeout: float, retries: int, backoff: float,
-                   cache: Path | None = None, use_cache: bool = True) -> Any:
+                   cache: Path | None = None, use_cache: bool = True,
+                   offline: bool = False) -> Any:
     from galmerge.inference.fetch import FetchOptions
 
     return FetchOptions(
@@ -337,7 +338,7 @@ def _fetch_options(service: str, *, release: str | None, layer: str | None,
         cutout_format=cutout_format, hips=hips, service_url=service_url, scale=scale,
         pixels=pixels, scale_col=scale_col, scale_factor=scale_factor, concurrency=concurrency,
         max_rps=max_rps, timeout=timeout, retries=retries, backoff=backoff,
-        cache=str(cache) if cache else None, use_cache=use_cache)
+        cache=str(cache) if cache else None, use_cache=use_cache, offline=offline)
 
 
 @app.command()
@@ -413,17 +414,22 @@ def classify(
     from galmerge.inference.progress import RunProgress, print_summary
 
     fetch_opts = None
-    if service is not None:
+    offline = service is None and cutouts is not None and is_cache_dir(cutouts)
+    if service is not None or offline:
         if cutouts is not None and is_cache_dir(cutouts):
             if cache is not None and cache != cutouts:
                 raise GalmergeError("give the cache once: --cutouts CACHE_DIR or --cache DIR")
-            cache, cutouts = cutouts, None  # fetch what the cache lacks, into it
+            # --fetch: fetch what the cache lacks, into it; otherwise read it offline.
+            cache, cutouts = cutouts, None
         fetch_opts = _fetch_options(
             service, release=release, layer=layer, bands=bands, cutout_format=cutout_format,
             hips=hips, service_url=service_url, scale=scale, pixels=pixels,
             scale_col=scale_col, scale_factor=scale_factor, concurrency=concurrency,
             max_rps=max_rps, timeout=timeout, retries=retries, backoff=backoff, cache=cache,
-            use_cache=not no_cache)
+            use_cache=not no_cache, offline=offline)
+    elif scale_col is not None or scale is not None:
+        raise GalmergeError("--scale and --scale-col apply to fetched or cached cutouts",
+                            hint="add --fetch SERVICE, or --cutouts CACHE_DIR")
     opts = ClassifyOptions(
         threshold=threshold, batch_size=batch_size, chunk_size=chunk_size, id_col=id_col,
         ra_col=ra_col, dec_col=dec_col, file_loc_col=file_loc_col,

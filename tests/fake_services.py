@@ -579,6 +579,40 @@ def _make_handler(fake: FakeServices) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+#: Faults of the done-when runs: (kind, times, options); times=None: every request.
+FAULT_MIX = [
+    ("429", 1, {"retry_after": "0"}), ("429", None, {"retry_after": "0"}),
+    ("500", 1, {}), ("500", None, {}), ("503", None, {}),
+    ("timeout", None, {"delay": 1.0}), ("truncate", None, {}), ("truncate", 1, {}),
+    ("corrupt", None, {}), ("html200", None, {}), ("content_type", None, {}),
+    ("reset", None, {}), ("404", None, {}), ("403", None, {}), ("400", None, {}),
+    ("footprint404", None, {}), ("footprint200", None, {}), ("latency", None, {"delay": 0.2}),
+]
+#: What a row with each permanent fault ends as (faults "-once" end ok; others fetch_failed).
+FAULT_OUTCOME = {"footprint404": "no_coverage", "footprint200": "no_coverage", "latency": "ok"}
+
+
+def faulty_catalog(fake: FakeServices, n: int, every: int = 10
+                   ) -> tuple[list[tuple[str, float, float]], dict[int, str]]:
+    """``n`` rows (id, ra, dec) with distinct positions; every ``every``-th row gets a
+    fault of :data:`FAULT_MIX` in turn. Returns the rows and {row: fault}
+    (``kind-once`` for faults that clear after their first answers)."""
+    rows = [(f"id{i}", 100.0 + i * 0.01, 10.0 + (i % 7) * 0.01) for i in range(n)]
+    planned: dict[int, str] = {}
+    for j, i in enumerate(range(0, n, every)):
+        kind, times, extra = FAULT_MIX[j % len(FAULT_MIX)]
+        fake.add_fault(rows[i][1], rows[i][2], kind, times=times, **extra)
+        planned[i] = kind if times is None else f"{kind}-once"
+    return rows, planned
+
+
+def expected_status(fault: str | None) -> str:
+    """The status a row with ``fault`` (from :func:`faulty_catalog`) must end with."""
+    if fault is None or fault.endswith("-once"):
+        return "ok"
+    return FAULT_OUTCOME.get(fault, "fetch_failed")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")

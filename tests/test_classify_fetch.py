@@ -25,7 +25,7 @@ from galmerge.inference.pipeline import ClassifyOptions, _part_reusable, classif
 from galmerge.inference.services import open_cached_source
 from galmerge.inference.writers import write_part
 from tests.conftest import ROOT
-from tests.fake_services import pos_key
+from tests.fake_services import expected_status, faulty_catalog, pos_key
 
 
 def run_cli(fake, command: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -182,30 +182,16 @@ def test_classify_fetch_legacy_fits_converts_to_the_model(fake, tmp_path: Path) 
     assert fake.log[0].path == "/viewer/fits-cutout"
 
 
-FAULT_MIX = [
-    ("429", 1, {"retry_after": "0"}), ("429", None, {"retry_after": "0"}),
-    ("500", 1, {}), ("500", None, {}), ("503", None, {}),
-    ("timeout", None, {"delay": 1.0}), ("truncate", None, {}), ("truncate", 1, {}),
-    ("corrupt", None, {}), ("html200", None, {}), ("content_type", None, {}),
-    ("reset", None, {}), ("404", None, {}), ("403", None, {}), ("400", None, {}),
-    ("footprint404", None, {}), ("footprint200", None, {}), ("latency", None, {"delay": 0.2}),
-]
 
 
 @pytest.mark.slow  # ~30 s on 2 shared cores
 def test_done_when_classify_2000_rows_10_percent_faults_then_resume(fake, tmp_path: Path
                                                                     ) -> None:
     n = 2000
-    rows = pd.DataFrame({"objid": [f"id{i}" for i in range(n)],
-                         "ra": [100.0 + i * 0.01 for i in range(n)],
-                         "dec": [10.0 + (i % 7) * 0.01 for i in range(n)]})
+    data, planned = faulty_catalog(fake, n)  # every 10th row faulty, every kind of fault
+    rows = pd.DataFrame(data, columns=["objid", "ra", "dec"])
     cat = tmp_path / "big.csv"
     rows.to_csv(cat, index=False)
-    planned: dict[int, str] = {}
-    for j, i in enumerate(range(0, n, 10)):  # every 10th row: 10 % faulty, every kind
-        kind, times, extra = FAULT_MIX[j % len(FAULT_MIX)]
-        fake.add_fault(rows.ra[i], rows.dec[i], kind, times=times, **extra)
-        planned[i] = kind if times is None else f"{kind}-once"
     fake.latency = 0.002
     out = tmp_path / "big_scores.csv"
     args = ["--catalog", str(cat), "--fetch", "sdss", "--scale", "0.4", "--pixels", "64",
@@ -220,13 +206,9 @@ def test_done_when_classify_2000_rows_10_percent_faults_then_resume(fake, tmp_pa
     not_ok = df[df.status != OK]
     assert (not_ok["status_detail"].fillna("").str.len() > 0).all()  # every failure explained
     assert df.loc[df.status == OK, "p_merger"].notna().all()
-    expected = {"footprint404": NO_COVERAGE, "footprint200": NO_COVERAGE, "latency": OK}
-    for i, kind in planned.items():
-        want = OK if kind.endswith("-once") else expected.get(kind, FETCH_FAILED)
-        assert df.status[i] == want, (i, kind, df.status_detail[i])
-    assert (df.status[[i for i in range(n) if i not in planned]] == OK).all()
+    assert df.status.tolist() == [expected_status(planned.get(i)) for i in range(n)]
     counts = Counter(df.status)
-    assert counts[OK] + counts[NO_COVERAGE] + counts[FETCH_FAILED] == n
+    assert counts[FETCH_FAILED] > 0 and counts[NO_COVERAGE] > 0
 
     before = len(fake.log)
     second = run_cli(fake, "classify", *args, "--resume")
@@ -258,3 +240,29 @@ def test_local_folder_lookup_is_thread_safe(tmp_path: Path) -> None:
                                   range(4)))
         misses += sum(f != "file" for f in found)
     assert misses == 0
+
+
+def test_per_galaxy_scales_fetch_then_classify_offline(fake, tmp_path: Path) -> None:
+    cat = tmp_path / "cat.csv"
+    df = small_catalog(cat)
+    df["petroR90_r"] = [10.0, 20.0, 10.0, 15.0, 10.0, float("nan")]
+    df.to_csv(cat, index=False)
+    cache = tmp_path / "cache"
+    scale = ["--scale-col", "petroR90_r", "--scale-factor", "0.02"]
+    res = run_cli(fake, "fetch", "--catalog", str(cat), "--out", str(cache), "--pixels", "100",
+                  "--retries", "0", *scale)
+    assert res.returncode == 0, res.stderr
+    table = pd.read_csv(cache / "cat.csv.fetch-status.csv")
+    assert table["status"].tolist() == [OK, OK, NO_COVERAGE, OK, BAD_COORDINATES, FETCH_FAILED]
+    assert "scale" in table["status_detail"][5]  # no petroR90_r: no request
+    sent = fake.count()
+    off = run_cli(fake, "classify", "--catalog", str(cat), "--cutouts", str(cache), *scale,
+                  "--output", str(tmp_path / "o.csv"), "-q")
+    assert off.returncode == 0, off.stderr
+    assert fake.count() == sent
+    out = pd.read_csv(tmp_path / "o.csv")
+    assert out["status"].tolist() == table["status"].tolist()
+    without = run_cli(fake, "classify", "--catalog", str(cat), "--cutouts", str(cache),
+                      "--output", str(tmp_path / "w.csv"), "-q")
+    assert without.returncode == 0  # per-row scales are part of the key: every row misses
+    assert set(pd.read_csv(tmp_path / "w.csv")["status"]) <= {FETCH_FAILED, BAD_COORDINATES}

@@ -58,6 +58,7 @@ from galmerge.inference.services import (
     ServiceCutoutSource,
     fetch_geometry,
     make_source,
+    open_cached_source,
 )
 
 STATUS_COLUMNS = ("row", "id", "ra", "dec", "status", "status_detail")
@@ -92,9 +93,12 @@ class FetchOptions:
         concurrency, max_rps, timeout, retries, backoff: see :class:`HttpSettings`.
         cache: cache directory (``None``: :func:`default_cache_dir`).
         use_cache: False fetches without any cache (nothing is kept).
+        offline: only read the cache (``classify --cutouts CACHE_DIR``): the
+            source is rebuilt from the configuration recorded in the cache
+            (``service`` may then be None: any single one recorded).
     """
 
-    service: str = "sdss"
+    service: str | None = "sdss"
     release: str | None = None
     layer: str | None = None
     bands: str | None = None
@@ -112,9 +116,14 @@ class FetchOptions:
     backoff: float = 1.0
     cache: str | None = None
     use_cache: bool = True
+    offline: bool = False
 
     def __post_init__(self) -> None:
-        if self.service not in SERVICES:
+        if self.offline and not self.cache:
+            raise GalmergeError("reading cutouts offline needs the cache directory")
+        if self.service is None and not self.offline:
+            raise GalmergeError("no cutout service given", hint=f"--fetch {'/'.join(SERVICES)}")
+        if self.service is not None and self.service not in SERVICES:
             raise GalmergeError(f"unknown --fetch {self.service!r}",
                                 hint=f"use one of {', '.join(SERVICES)}")
         if self.scale_factor is not None and not self.scale_factor > 0:
@@ -142,6 +151,10 @@ class FetchOptions:
 
     def open_source(self, convention: ModelConvention | None) -> ServiceCutoutSource:
         """The source for a model (its convention gives size and scale unless overridden)."""
+        if self.offline:
+            assert self.cache is not None
+            return open_cached_source(self.cache, service=self.service)
+        assert self.service is not None
         geometry = fetch_geometry(convention, scale=self.scale, pixels=self.pixels,
                                   per_row_scale=bool(self.scale_col))
         if geometry.scale is None and not self.scale_col:

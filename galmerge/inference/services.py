@@ -284,7 +284,10 @@ class ServiceCutoutSource(CutoutSource):
                           "[0, 360] x [-90, 90] or missing")
         scale = request.scale if request.scale is not None else self.geometry.scale
         if scale is None or not (math.isfinite(scale) and scale > 0):
-            return Cutout(FETCH_FAILED, detail=f"no valid cutout scale for this row ({scale})")
+            why = ("the cutouts are scaled per galaxy (--scale-col) and this row has no usable "
+                   "value" if request.scale is not None or self.geometry.scale is None
+                   else f"{scale}")
+            return Cutout(FETCH_FAILED, detail=f"no valid cutout scale for this row: {why}")
         n, s = self._service_geometry(scale)
         if not self.min_scale <= s <= self.max_scale:
             return Cutout(FETCH_FAILED, detail=f"scale {s:g} arcsec/px outside the service's "
