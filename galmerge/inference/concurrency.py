@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -35,7 +35,7 @@ class _Failed:
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, window: int,
-                name: str = "galmerge-worker") -> Iterator[R]:
+                name: str = "galmerge-worker") -> Generator[R, None, None]:
     """Yield ``fn(item)`` for each item, in order, computed on ``workers`` threads.
 
     Args:

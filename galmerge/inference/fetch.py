@@ -247,6 +247,7 @@ class Prefetcher:
                 if self._stop.is_set():
                     return
                 todo, self._next = self._next, None
+            assert todo is not None
             gen = ordered_map(lambda r: self.source.get_safely(r, decode_cached=False), todo,
                               workers=c, window=c * self.source.prefetch,
                               name="galmerge-prefetch")

@@ -167,7 +167,7 @@ class ServiceCutoutSource(CutoutSource):
         coverage_threshold: see :data:`COVERAGE_THRESHOLD`.
     """
 
-    name: ClassVar[str] = "service"
+    name = "service"
     default_url: ClassVar[str] = ""
     min_pixels: ClassVar[int] = 1
     max_pixels: ClassVar[int] = 4096
