@@ -258,9 +258,47 @@ def classify() -> None:
 
 @app.command()
 @user_errors
-def report() -> None:
+def report(
+    rundir: Annotated[Path, typer.Argument(help="A `galmerge train` output directory.")],
+    compare: Annotated[list[Path] | None, typer.Option(
+        "--compare", help="Other run directories to draw beside it (repeat).")] = None,
+    name: Annotated[list[str] | None, typer.Option(
+        "--name", help="Legend names: one for RUNDIR then one per --compare (repeat).")] = None,
+    source_data: Annotated[Path | None, typer.Option(
+        "--source-data", help="Score this source dataset instead of the run's own.")] = None,
+    source_labels: Annotated[Path | None, typer.Option(
+        "--source-labels", help="Labels file for --source-data.")] = None,
+    source_split: Annotated[str, typer.Option(
+        "--source-split", help="Split of the source data: train/val/test/all.")] = "test",
+    target_data: Annotated[Path | None, typer.Option(
+        "--target-data", help="Score this (labelled) target dataset instead of the run's own, "
+        "e.g. real SDSS dev images.")] = None,
+    target_labels: Annotated[Path | None, typer.Option(
+        "--target-labels", help="Labels file for --target-data.")] = None,
+    target_split: Annotated[str | None, typer.Option(
+        "--target-split", help="Split of the target data (default: test for the run's own "
+        "target, all for --target-data).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output folder (default RUNDIR/report).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    tsne_per_domain: Annotated[int, typer.Option(
+        "--tsne-per-domain", min=10, help="Latent vectors per domain in the t-SNE.")] = 300,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals (0 = none).")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling and t-SNE.")] = 0,
+) -> None:
     """Diagnostic plots (ROC, histograms, t-SNE, Grad-CAM, curves) and an HTML summary."""
-    not_implemented("report")
+    from galmerge.training.report import DataChoice, build_report
+
+    src = (DataChoice(str(source_data), str(source_labels) if source_labels else None,
+                      source_split) if source_data else None)
+    tgt = (DataChoice(str(target_data), str(target_labels) if target_labels else None,
+                      target_split or "all") if target_data else None)
+    page = build_report(rundir, compare=list(compare or []), names=list(name or []) or None,
+                        source_data=src, target_data=tgt, out=out, device=device,
+                        tsne_per_domain=tsne_per_domain, bootstrap=bootstrap, seed=seed,
+                        own_splits={"source": source_split, "target": target_split or "test"})
+    typer.echo(f"wrote {page} (and the PNG figures beside it)")
 
 
 def main() -> None:
