@@ -141,8 +141,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT / "runs" / "bench-sim",
                     help="directory with source.h5/target.h5 (generated if missing)")
-    ap.add_argument("--n", type=int, default=4000, help="images per domain to simulate")
-    ap.add_argument("--epochs", type=int, default=30, help="maximum epochs per run")
+    ap.add_argument("--n", type=int, default=6000,
+                    help="images per domain to simulate (the simulator default)")
+    ap.add_argument("--epochs", type=int, default=20, help="maximum epochs per run")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-da")
     ap.add_argument("--only", nargs="*", help="preset names to run (default: all five)")
