@@ -120,7 +120,7 @@ def fetch_geometry(convention: ModelConvention | None, *, scale: float | None = 
         convention: the model's input convention (``None``: explicit values only).
         scale: arcsec per stored pixel, overriding the model's (``--scale``).
         pixels: stored cutout size, overriding the model's (``--pixels``).
-        per_row_scale: every request carries its own scale (``--scale-column``),
+        per_row_scale: every request carries its own scale (``--scale-col``),
             so no default scale is needed.
     """
     if convention is None:
@@ -138,7 +138,7 @@ def fetch_geometry(convention: ModelConvention | None, *, scale: float | None = 
     if scale is None and convention.petro_scale_factor is None and not per_row_scale:
         raise GalmergeError(
             "the model records no pixel scale (pixel_scale_arcsec or petro_scale_factor)",
-            hint="give --scale ARCSEC_PER_PIXEL, or --scale-column with --scale-factor")
+            hint="give --scale ARCSEC_PER_PIXEL, or --scale-col with --scale-factor")
     return Geometry(n, scale)
 
 
