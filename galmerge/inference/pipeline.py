@@ -47,6 +47,7 @@ import pandas as pd
 
 from galmerge import __version__
 from galmerge.errors import GalmergeError
+from galmerge.inference.cache import is_cache_dir
 from galmerge.inference.catalog import (
     Columns,
     find_columns,
@@ -57,6 +58,7 @@ from galmerge.inference.catalog import (
 )
 from galmerge.inference.cutouts import (
     BAD_COORDINATES,
+    FETCH_FAILED,
     OK,
     Cutout,
     CutoutRequest,
@@ -64,7 +66,9 @@ from galmerge.inference.cutouts import (
     LocalFileSource,
 )
 from galmerge.inference.engine import DEFAULT_BATCH_SIZE, OnnxClassifier, available_cpus
+from galmerge.inference.fetch import FetchOptions, Prefetcher, chunk_requests, row_scales
 from galmerge.inference.preprocess import DEFAULT_BLANK_THRESHOLD, prepare_cutout, prepare_stack
+from galmerge.inference.services import ServiceCutoutSource, open_cached_source
 from galmerge.inference.writers import (
     RESULT_COLUMNS,
     AssemblyResult,
@@ -80,6 +84,9 @@ DEFAULT_MODEL = "deepmerge-sdss.onnx"
 #: Environment variable naming a folder of models (or one .onnx file), e.g. in Docker.
 MODELS_ENV = "GALMERGE_MODELS"
 DEFAULT_CHUNK_SIZE = 8192
+#: Fetch options that change the output (and so must match to resume).
+FETCH_RESULT_KEYS = ("service", "release", "layer", "bands", "cutout_format", "hips", "scale",
+                     "pixels", "scale_col", "scale_factor")
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 ProgressFn = Callable[[str, int], None]
@@ -104,6 +111,7 @@ class ClassifyOptions:
         threads: ONNX Runtime intra-op threads (default: available cores).
         workers: cutout decode threads (default: available cores, at most 8).
         blank_threshold: fraction of dead pixels above which a cutout is ``blank``.
+        fetch: fetch cutouts from a survey service (``classify --fetch``).
     """
 
     threshold: float = 0.5
@@ -122,6 +130,7 @@ class ClassifyOptions:
     workers: int | None = None
     blank_threshold: float = DEFAULT_BLANK_THRESHOLD
     overlap: bool | None = None
+    fetch: FetchOptions | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -136,6 +145,8 @@ class ClassifyOptions:
         d = asdict(self)
         for k in ("device", "threads", "workers", "overlap"):
             d.pop(k)
+        if self.fetch is not None:  # how politely we fetch does not change the pixels
+            d["fetch"] = {k: v for k, v in d["fetch"].items() if k in FETCH_RESULT_KEYS}
         return d
 
 
@@ -272,6 +283,10 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
     problem = None
     if cols.ra and cols.dec:
         ra, dec, problem = parse_coordinates(chunk[cols.ra], chunk[cols.dec])
+    scales = None
+    if opts.fetch is not None and opts.fetch.scale_col:
+        scales = row_scales(chunk, opts.fetch.scale_col,
+                            opts.fetch.factor(ctx.classifier.convention), "catalogue")
     floc = text_values(chunk[cols.file_loc]) if cols.file_loc else None
     has_local = np.full(n, bool(opts.cutouts), dtype=bool)
     if floc is not None:
@@ -287,7 +302,8 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
             row=start_row + i, id=ids[i],
             ra=None if ra is None or bad else float(ra[i]),
             dec=None if dec is None or bad else float(dec[i]),
-            file_loc=(floc[i] or None) if floc is not None else None))
+            file_loc=(floc[i] or None) if floc is not None else None,
+            scale=None if scales is None else float(scales[i])))
         positions.append(i)
     if requests:
         _run_requests(requests, np.asarray(positions), ctx, p, status, detail, progress)
@@ -614,9 +630,9 @@ class ClassifyRun:
 
     Args:
         catalog, model, output, options, resume, command: as :func:`classify_catalog`.
-        source_name: name of the cutout source (recorded; part of the resume key).
-        needs_local: the default local source will be used, so the catalogue
-            must have ``file_loc`` or ``options.cutouts`` (checked up front).
+        source: a :class:`CutoutSource` to use instead of the one the options
+            imply (``options.fetch`` -> a service source; ``options.cutouts`` a
+            cache folder of ``galmerge fetch`` -> the cache; else local files).
 
     Raises:
         GalmergeError: whole-run problems, before any work is done.
@@ -625,14 +641,19 @@ class ClassifyRun:
     def __init__(self, catalog: str | Path, *, model: str | Path | None = None,
                  output: str | Path | None = None, options: ClassifyOptions | None = None,
                  resume: bool = False, command: list[str] | None = None,
-                 source_name: str = "local", needs_local: bool = True) -> None:
+                 source: CutoutSource | None = None) -> None:
         opts = options or ClassifyOptions()
         cat = Path(catalog)
         reader = open_catalog(cat, opts.format)
         cols = find_columns(reader.columns, where=str(cat), id_col=opts.id_col,
                             ra_col=opts.ra_col, dec_col=opts.dec_col,
                             file_loc_col=opts.file_loc_col)
-        if needs_local and not cols.file_loc and not opts.cutouts:
+        if opts.fetch is not None and cols.ra is None:
+            raise GalmergeError(
+                f"{cat}: --fetch needs coordinates, but no RA/Dec columns were found (looked "
+                "for ra/dec, RAJ2000/DEJ2000, ra_deg, ra1/dec1, ...)",
+                hint="name them with --ra-col/--dec-col")
+        if source is None and opts.fetch is None and not cols.file_loc and not opts.cutouts:
             if cols.ra is None:
                 raise GalmergeError(
                     f"{cat}: no coordinate columns (looked for ra/dec, RAJ2000/DEJ2000, ra_deg, "
@@ -653,6 +674,8 @@ class ClassifyRun:
         self.classifier = OnnxClassifier(resolve_model(model), device=opts.device,
                                          batch_size=opts.batch_size, threads=opts.threads)
         clf = self.classifier
+        self._own_source = source is None
+        self.source = source if source is not None else self.make_source()
         self.manifest: dict[str, Any] = {
             "manifest_version": MANIFEST_VERSION,
             "galmerge_version": __version__,
@@ -664,7 +687,7 @@ class ClassifyRun:
             "settings": opts.result_settings(),
             "columns": cols.to_dict(),
             "output": {"path": str(out), "format": fmt},
-            "source": source_name,
+            "source": self.source.name if self.source is not None else LocalFileSource.name,
         }
         self.work = out.with_name(out.name + ".parts")
         self.resume = resume
@@ -690,10 +713,31 @@ class ClassifyRun:
             self._lock.close()
             self._lock = None
 
+    def make_source(self) -> CutoutSource | None:
+        """A fresh cutout source as the options imply (None: local files, the default).
+
+        Each process (e.g. a Dask worker) makes its own: sources hold files,
+        HTTP sessions and caches that do not travel between processes.
+        """
+        opts = self.options
+        if opts.fetch is not None:
+            return opts.fetch.open_source(self.classifier.convention)
+        if opts.cutouts and is_cache_dir(opts.cutouts):
+            return open_cached_source(opts.cutouts)  # a cache filled by `galmerge fetch`
+        return None
+
     def context(self, source: CutoutSource | None = None) -> ClassifyContext:
-        """A :class:`ClassifyContext` for this run in this process."""
-        return make_context(self.classifier, self.columns, self.options, source=source,
+        """A :class:`ClassifyContext` for this run in this process (default: the run's source)."""
+        return make_context(self.classifier, self.columns, self.options,
+                            source=source if source is not None else self.source,
                             base_dir=self.catalog.parent)
+
+    def close(self) -> None:
+        """Release the lock and close the cache of a source this run opened."""
+        self.__exit__()
+        cache = getattr(self.source, "cache", None)
+        if self._own_source and cache is not None:
+            cache.close()
 
     def chunks(self) -> Iterator[tuple[int, int, pd.DataFrame, bool]]:
         """Every chunk as ``(k, start_row, frame, done)``; ``done`` when resumed from a part."""
@@ -701,8 +745,7 @@ class ClassifyRun:
         for k, (start, frame) in enumerate(self.reader.chunks(self.options.chunk_size,
                                                               limit=self.options.limit)):
             self.n_chunks = k + 1
-            path = part_path(self.work, k)
-            done = self.resuming and path.exists() and part_rows(path) == len(frame)
+            done = self.resuming and _part_reusable(part_path(self.work, k), len(frame))
             if done:
                 self.reused += 1
             yield k, start, frame, done
@@ -767,28 +810,71 @@ def classify_catalog(
     """
     t0 = time.perf_counter()
     run = ClassifyRun(catalog, model=model, output=output, options=options, resume=resume,
-                      command=command, source_name=source.name if source else "local",
-                      needs_local=source is None)
+                      command=command, source=source)
     if progress is not None and run.total_rows is not None:
         progress("total", run.total_rows)
-    ctx = run.context(source)
+    ctx = run.context()
+    prefetcher = None
+    if isinstance(ctx.source, ServiceCutoutSource) and ctx.source.cache is not None \
+            and not ctx.source.offline:
+        prefetcher = Prefetcher(ctx.source)
     try:
         with run:
-            for k, start, chunk, done in run.chunks():
+            items = run.chunks()
+            upcoming = next(items, None)
+            while upcoming is not None:
+                k, start, chunk, done = upcoming
+                upcoming = next(items, None)
                 if done:
                     if progress is not None:
                         progress("rows", len(chunk))
                     continue
+                if prefetcher is not None and upcoming is not None and not upcoming[3]:
+                    # The next chunk's cutouts stream into the cache while this one runs.
+                    prefetcher.submit(_fetch_requests(upcoming[2], upcoming[1], ctx))
                 run.write_part(k, classify_chunk(chunk, start, ctx, progress=progress))
             asm = run.finish(progress=(lambda n: progress("assemble", n)) if progress else None)
     finally:
+        if prefetcher is not None:
+            prefetcher.close()
         ctx.close()
+        run.close()
     clf = run.classifier
     warnings = sorted(ctx.warnings)
     if clf.placeholder:
         warnings.insert(0, f"model {clf.name} is a PLACEHOLDER (untrained), not a science model: "
                            "its probabilities carry no information")
     return _summary(asm, clf, time.perf_counter() - t0, run.reused, warnings, run.metadata())
+
+
+def _part_reusable(path: Path, n_rows: int) -> bool:
+    """A finished part that a resumed run keeps: complete, and no row failed to fetch.
+
+    Parts holding ``fetch_failed`` rows are recomputed, so a resumed run asks the
+    service again for exactly those rows (the others come from the cache).
+    """
+    if not path.exists() or part_rows(path) != n_rows:
+        return False
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        status = pq.read_table(path, columns=["status"]).column("status")
+    except Exception:  # unreadable: recompute
+        return False
+    return not pc.any(pc.equal(status, FETCH_FAILED)).as_py()
+
+
+def _fetch_requests(chunk: pd.DataFrame, start: int, ctx: ClassifyContext
+                    ) -> list[CutoutRequest]:
+    """The requests :func:`classify_chunk` will make for ``chunk`` (for prefetching)."""
+    fo = ctx.options.fetch
+    scales = None
+    if fo is not None and fo.scale_col:
+        scales = row_scales(chunk, fo.scale_col, fo.factor(ctx.classifier.convention),
+                            "catalogue")
+    return [r for r in chunk_requests(chunk, start, ctx.columns, scales=scales)
+            if r.ra is not None]
 
 
 def run_metadata(manifest: dict[str, Any], clf: OnnxClassifier, catalog_format: str
