@@ -111,7 +111,7 @@ def model_vs_torch(onnx_path: Path, wrapper: object, threads: int, batches: list
 
 
 def end_to_end(onnx_path: Path, tmp: Path, threads: int, batch: int, jpeg_rows: int,
-               h5_rows: int) -> dict[str, float]:
+               h5_rows: int) -> dict[str, list[float]]:
     conv = sdss_example_convention()
     files = sorted((EXAMPLE / "cutouts").iterdir())
     files = [f for f in files if f.stem != "587729387686002878"]  # the SDSS error JPEG
@@ -134,21 +134,24 @@ def end_to_end(onnx_path: Path, tmp: Path, threads: int, batch: int, jpeg_rows: 
     hcat = tmp / "h5.csv"
     pd.DataFrame({"objid": ids}).to_csv(hcat, index=False)
 
+    # Warm the page cache: the HDF5 number is about the read path, not the disk.
+    with open(cube, "rb") as f:
+        while f.read(1 << 24):
+            pass
     opts = dict(batch_size=batch, threads=threads, device="cpu")
     clf = OnnxClassifier(onnx_path, device="cpu", batch_size=batch, threads=threads)
     x = np.ascontiguousarray(prepared[np.arange(batch) % len(prepared)])
-    out: dict[str, float] = {"jpeg": 0.0, "hdf5": 0.0, "model_only": 0.0}
+    out: dict[str, list[float]] = {"jpeg": [], "hdf5": [], "model_only": []}
     # Interleaved rounds, best of each: a burst of load from another process on the
     # shared machine then lowers one round, not one side of the comparison.
     for _ in range(3):
-        out["model_only"] = max(out["model_only"], rate(lambda: (clf.run_batch(x), batch)[1],
-                                                        repeats=1))
+        out["model_only"].append(rate(lambda: (clf.run_batch(x), batch)[1], repeats=1))
         for label, cat, extra in (("hdf5", hcat, {"cutouts": str(cube)}), ("jpeg", jcat, {})):
             o = tmp / f"{label}_scores.csv"
             s = classify_catalog(cat, model=onnx_path, output=o,
                                  options=ClassifyOptions(**opts, **extra))
             assert s.status_counts.get("ok") == s.rows, s.status_counts
-            out[label] = max(out[label], s.rows / s.seconds)
+            out[label].append(s.rows / s.seconds)
     return out
 
 
@@ -197,25 +200,31 @@ def main() -> None:
         "|---:|---:|---:|---:|",
     ]
     lines += [f"| {b} | {o:,.0f} | {t:,.0f} | {o / t:.1f}× |" for b, o, t in mt]
-    m = e2e["model_only"]
+    m, h, j = (max(e2e[k]) for k in ("model_only", "hdf5", "jpeg"))
+
+    def spread(k: str) -> str:
+        return f"{min(e2e[k]):,.0f}–{max(e2e[k]):,.0f}"
+
     lines += [
         "",
-        f"End-to-end `classify` (batch {args.batch}, CSV catalogue in, CSV out):",
+        f"End-to-end `classify` (batch {args.batch}, CSV catalogue in, CSV out; whole run "
+        "including start-up and writing the output; page cache warm):",
         "",
-        "| input | rows/s | fraction of model-only |",
-        "|---|---:|---:|",
-        f"| model only (ONNX Runtime, batch {args.batch}) | {m:,.0f} | 100% |",
-        f"| HDF5 cube ({args.h5_rows:,} rows, 75×75 model-ready) | {e2e['hdf5']:,.0f} | "
-        f"{e2e['hdf5'] / m:.0%} |",
+        "| input | rows/s (best) | rounds | fraction of model-only |",
+        "|---|---:|---:|---:|",
+        f"| model only (ONNX Runtime, batch {args.batch}) | {m:,.0f} | {spread('model_only')} "
+        "| 100% |",
+        f"| HDF5 cube ({args.h5_rows:,} rows, 75×75 model-ready) | {h:,.0f} | {spread('hdf5')} | "
+        f"{h / m:.0%} |",
         f"| SDSS JPEG files ({args.jpeg_rows:,} rows, 423×423, decode + crop + area resize) | "
-        f"{e2e['jpeg']:,.0f} | {e2e['jpeg'] / m:.0%} |",
+        f"{j:,.0f} | {spread('jpeg')} | {j / m:.0%} |",
     ]
     worst = min(o / t for _, o, t in mt)
     lines += [
         "",
         f"Targets: ONNX Runtime ≥ 3× PyTorch eager — {'met' if worst >= 3 else 'MISSED'} "
         f"(lowest ratio {worst:.1f}×); end-to-end from HDF5 ≥ 70% of model-only — "
-        f"{'met' if e2e['hdf5'] / m >= 0.7 else 'MISSED'} ({e2e['hdf5'] / m:.0%}).",
+        f"{'met' if h / m >= 0.7 else 'MISSED'} ({h / m:.0%}).",
     ]
     if foreign > 0.05 * wall:
         lines += ["", f"WARNING: other processes used {foreign:.0f} CPU-s: timings are not clean; "
