@@ -220,11 +220,22 @@ def main() -> None:
         f"{j:,.0f} | {spread('jpeg')} | {j / m:.0%} |",
     ]
     worst = min(o / t for _, o, t in mt)
+    at_classify = next((o / t for b, o, t in mt if b == args.batch), None)
     lines += [
         "",
         f"Targets: ONNX Runtime ≥ 3× PyTorch eager — {'met' if worst >= 3 else 'MISSED'} "
-        f"(lowest ratio {worst:.1f}×); end-to-end from HDF5 ≥ 70% of model-only — "
+        f"at every batch size (lowest ratio {worst:.1f}×"
+        + (f"; {at_classify:.1f}× at the classify batch {args.batch}" if at_classify else "")
+        + "); end-to-end from HDF5 ≥ 70% of model-only — "
         f"{'met' if h / m >= 0.7 else 'MISSED'} ({h / m:.0%}).",
+    ]
+    lines += [
+        "",
+        "Notes: on this shared 2-core VM the same script varies by about ±15% between clean "
+        "runs (earlier runs: batch-64 ratio 2.7–3.1×, HDF5 end-to-end 68–87%), so the 70% "
+        "target is met only narrowly. PyTorch eager is at its best at small batches; ONNX "
+        "Runtime is flat from batch 64 to 1024. The JPEG path is bound by decoding 423×423 "
+        "JPEGs and area-resizing them (≈3 ms per image per core), not by the model.",
     ]
     if foreign > 0.05 * wall:
         lines += ["", f"WARNING: other processes used {foreign:.0f} CPU-s: timings are not clean; "
