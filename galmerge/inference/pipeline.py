@@ -7,10 +7,10 @@ Three layers, so that a local run and a Dask run execute the same code:
 * :func:`classify_chunk` is the unit of work: a pure function of one
   catalogue chunk (a DataFrame) and its first row number, returning the same
   rows, in order, with ``p_merger``, ``is_merger``, ``status`` and
-  ``status_detail`` added. Inside a chunk a reader thread fetches/decodes and
-  prepares cutouts into a bounded queue of fixed-size batches while the main
-  thread runs the model, so I/O overlaps inference and memory is bounded by a
-  few batches.
+  ``status_detail`` added. Inside a chunk, cutouts are read and prepared into
+  fixed-size batches: row-by-row sources (files, services) decode on a bounded
+  thread pool ahead of the model; array sources (HDF5 cubes) are read batch by
+  batch. Memory is bounded by a few batches.
 * :func:`classify_catalog` is the local runner: it streams chunks from
   :func:`~galmerge.inference.catalog.open_catalog`, writes chunk ``k`` as an
   idempotent part file (:func:`~galmerge.inference.writers.write_part`),
@@ -30,14 +30,10 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import queue
 import shutil
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +52,7 @@ from galmerge.inference.catalog import (
     parse_coordinates,
     text_values,
 )
+from galmerge.inference.concurrency import ordered_map
 from galmerge.inference.cutouts import (
     BAD_COORDINATES,
     FETCH_FAILED,
@@ -129,7 +126,6 @@ class ClassifyOptions:
     threads: int | None = None
     workers: int | None = None
     blank_threshold: float = DEFAULT_BLANK_THRESHOLD
-    overlap: bool | None = None
     fetch: FetchOptions | None = None
 
     def __post_init__(self) -> None:
@@ -143,7 +139,7 @@ class ClassifyOptions:
     def result_settings(self) -> dict[str, Any]:
         """The settings that change the output (must match to resume)."""
         d = asdict(self)
-        for k in ("device", "threads", "workers", "overlap"):
+        for k in ("device", "threads", "workers"):
             d.pop(k)
         if self.fetch is not None:  # how politely we fetch does not change the pixels
             d["fetch"] = {k: v for k, v in d["fetch"].items() if k in FETCH_RESULT_KEYS}
@@ -159,34 +155,14 @@ class ClassifyContext:
     columns: Columns
     options: ClassifyOptions
     warnings: set[str] = field(default_factory=set)
-    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
-
-    @property
-    def overlap(self) -> bool:
-        """Read cutouts on a separate thread while the model runs."""
-        if self.options.overlap is not None:
-            return self.options.overlap
-        return False
 
     @property
     def workers(self) -> int:
-        """Cutout decode threads."""
+        """Threads reading and preparing cutouts row by row."""
         return max(1, self.options.workers or min(8, available_cpus()))
 
-    @property
-    def pool(self) -> ThreadPoolExecutor | None:
-        """Decode thread pool (None when one worker)."""
-        if self.workers <= 1:
-            return None
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="galmerge-decode")
-        return self._pool
-
     def close(self) -> None:
-        """Stop threads and close the cutout source."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Close the cutout source."""
         self.source.close()
 
     def __enter__(self) -> ClassifyContext:
@@ -219,39 +195,6 @@ def make_context(
 
 
 # --- the unit of work ---------------------------------------------------------------------
-
-_DONE = object()
-
-
-def _bounded_map(pool: ThreadPoolExecutor | None, fn: Callable[[Any], Any],
-                 items: Iterable[Any], window: int) -> Iterator[Any]:
-    """``map(fn, items)`` on a pool, in order, with at most ``window`` in flight."""
-    if pool is None:
-        for item in items:
-            yield fn(item)
-        return
-    pending: deque[Future[Any]] = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for f in pending:
-            f.cancel()
-
-
-def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
 
 def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
                    progress: ProgressFn | None = None) -> pd.DataFrame:
@@ -349,12 +292,15 @@ def _batches(requests: list[CutoutRequest], ctx: ClassifyContext,
     def prep(c: Cutout) -> tuple[str, str, np.ndarray | None]:
         return prepare_cutout(c, conv, blank_threshold=opts.blank_threshold)
 
-    pool = ctx.pool
-    window = 4 * ctx.workers
+    # Decoding runs ahead on worker threads (bounded window) while this thread
+    # runs the model on earlier batches.
+    workers = ctx.workers
     if getattr(source, "thread_safe", False):
-        results = _bounded_map(pool, lambda r: prep(source.get(r)), rest, window)
+        results = ordered_map(lambda r: prep(source.get(r)), rest, workers=workers,
+                              window=4 * workers, name="galmerge-decode")
     else:
-        results = _bounded_map(pool, prep, source.get_many(rest), window)
+        results = ordered_map(prep, source.get_many(rest), workers=workers,
+                              window=4 * workers, name="galmerge-decode")
     buf = np.empty((bs, len(conv.bands), conv.size, conv.size), dtype=np.float32)
     buf_pos: list[int] = []
     rows_pending = 0
@@ -374,11 +320,13 @@ def _batches(requests: list[CutoutRequest], ctx: ClassifyContext,
 def _run_requests(requests: list[CutoutRequest], positions: np.ndarray, ctx: ClassifyContext,
                   p: np.ndarray, status: np.ndarray, detail: np.ndarray,
                   progress: ProgressFn | None) -> None:
-    """Cutout batches -> model, with reading overlapped when it pays.
+    """Cutout batches -> model, in this thread.
 
-    With ``ctx.overlap`` a reader thread fills a bounded queue (3 batches)
-    while this thread runs the model; otherwise batches are read and scored in
-    turn (better when reading is cheap and the model already uses every core).
+    Reading runs ahead of the model only where it pays: row-by-row sources
+    decode on a bounded thread pool while the model runs; array sources
+    (:meth:`CutoutSource.get_stack`) are read between model calls, because on a
+    machine whose cores ONNX Runtime already fills a reader thread only slows
+    the model's threads down (measured on 2 cores).
     """
     clf = ctx.classifier
 
@@ -386,43 +334,11 @@ def _run_requests(requests: list[CutoutRequest], positions: np.ndarray, ctx: Cla
         i = positions[j]
         status[i], detail[i] = st, de
 
-    def consume(item: tuple[list[int], np.ndarray, int]) -> None:
-        ok, imgs, nrows = item
+    for ok, imgs, nrows in _batches(requests, ctx, record):
         if len(ok):
             p[positions[np.asarray(ok)]] = clf.run_batch(imgs)
         if progress is not None:
             progress("rows", nrows)
-
-    gen = _batches(requests, ctx, record)
-    if not ctx.overlap:
-        for item in gen:
-            consume(item)
-        return
-    q: queue.Queue[Any] = queue.Queue(maxsize=3)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in gen:
-                if not _put(q, item, stop):
-                    return
-            _put(q, _DONE, stop)
-        except BaseException as exc:  # handed to the consuming thread
-            _put(q, exc, stop)
-
-    reader = threading.Thread(target=produce, name="galmerge-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            consume(item)
-    finally:
-        stop.set()
-        reader.join()
 
 
 def _result_frame(chunk: pd.DataFrame, p: np.ndarray, status: np.ndarray, detail: np.ndarray,
