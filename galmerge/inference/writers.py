@@ -367,12 +367,11 @@ def _numpy_columns(table: Any, scan: ScanResult, *, for_fits: bool) -> np.ndarra
 
 
 class _FitsWriter(_Writer):
-    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
-                 nullable_ints: set[str]) -> None:
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
         super().__init__(tmp, scan, meta)
         self.fh = tmp.open("wb")
         self.header: Any = None
-        self.nullable_ints = nullable_ints
+        self.nullable_ints = _int_columns(scan)
         self.written = 0
         self.rowlen = 0
 
@@ -539,15 +538,14 @@ def _vot_float(v: np.floating) -> str:
 
 
 class _Hdf5Writer(_Writer):
-    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
-                 nullable_ints: set[str]) -> None:
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
         import h5py
 
         super().__init__(tmp, scan, meta)
         self.h5 = h5py.File(tmp, "w", track_order=False)
         self.ds: Any = None
         self.pos = 0
-        self.nullable_ints = nullable_ints
+        self.nullable_ints = _int_columns(scan)
 
     def write(self, table: Any) -> None:
         rec = _numpy_columns(table, self.scan, for_fits=False)
@@ -565,6 +563,16 @@ class _Hdf5Writer(_Writer):
 
     def close(self) -> None:
         self.h5.close()
+
+
+def _int_columns(scan: ScanResult) -> set[str]:
+    """Integer columns: their missing values need a stand-in (:data:`INT_NULL` style)."""
+    return {f.name for f in scan.schema if str(f.type).startswith(("int", "uint"))}
+
+
+_WRITERS: dict[str, type[_Writer]] = {
+    "csv": _CsvWriter, "parquet": _ParquetWriter, "fits": _FitsWriter, "ecsv": _EcsvWriter,
+    "votable": _VotableWriter, "hdf5": _Hdf5Writer}
 
 
 # --- assembly ----------------------------------------------------------------------------
@@ -614,25 +622,9 @@ def assemble(parts: list[Path], out: str | Path, *, meta: dict[str, Any], id_col
     meta["classified"] = scan.status_counts.get(OK, 0)
     meta["mergers_at_threshold"] = scan.n_merger
     meta["duplicate_ids"] = len(scan.duplicate_rows)
-    nullable_ints = {f.name for f in scan.schema
-                     if str(f.type).startswith(("int", "uint"))}
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    writer: _Writer
     try:
-        if fmt == "csv":
-            writer = _CsvWriter(tmp, scan, meta)
-        elif fmt == "parquet":
-            writer = _ParquetWriter(tmp, scan, meta)
-        elif fmt == "fits":
-            writer = _FitsWriter(tmp, scan, meta, nullable_ints)
-        elif fmt == "ecsv":
-            writer = _EcsvWriter(tmp, scan, meta)
-        elif fmt == "votable":
-            writer = _VotableWriter(tmp, scan, meta)
-        elif fmt == "hdf5":
-            writer = _Hdf5Writer(tmp, scan, meta, nullable_ints)
-        else:  # pragma: no cover - output_format guards this
-            raise GalmergeError(f"unknown output format {fmt!r}")
+        writer = _WRITERS[fmt](tmp, scan, meta)
         start = 0
         for path in parts:
             table = _cast_part(pq.read_table(path), scan.schema)
