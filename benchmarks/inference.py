@@ -232,8 +232,8 @@ def main() -> None:
     lines += [
         "",
         "Notes: on this shared 2-core VM the same script varies by about ±15% between clean "
-        "runs (three clean runs: batch-64 ratio 2.3–3.1×, batch-256 ratio 4.4–4.9×, HDF5 "
-        "end-to-end 68–74%), so the 70% "
+        "runs (four clean runs: batch-64 ratio 2.3–3.1×, batch-256 ratio 4.4–4.9×, HDF5 "
+        "end-to-end 68–75%), so the 70% "
         "target is met only narrowly. PyTorch eager is at its best at small batches; ONNX "
         "Runtime is flat from batch 64 to 1024. The JPEG path is bound by decoding 423×423 "
         "JPEGs and area-resizing them (≈3 ms per image per core), not by the model.",
