@@ -85,6 +85,15 @@ def test_csv_columns_are_carried_as_their_original_text(tmp_path: Path) -> None:
     assert open_catalog(p).text_columns
 
 
+def test_skyserver_csv_with_table_line_and_bom(tmp_path: Path) -> None:
+    # SkyServer/CasJobs CSV downloads start with a "#Table1" line; Excel adds a BOM.
+    p = tmp_path / "sky.csv"
+    p.write_bytes("\ufeff#Table1\nobjID,ra,dec\n1237648720693755918,185.0,0.5\n".encode())
+    reader = open_catalog(p)
+    assert reader.columns == ["objID", "ra", "dec"] and reader.n_rows == 1
+    assert read_catalog(p)["objID"][0] == "1237648720693755918"
+
+
 def test_compressed_csv_and_explicit_format(tmp_path: Path) -> None:
     gz = tmp_path / "c.csv.gz"
     with gzip.open(gz, "wt") as f:

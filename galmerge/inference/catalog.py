@@ -145,11 +145,13 @@ def find_columns(
         raise GalmergeError(
             f"{where}: no id column (looked for {', '.join(ID_COLUMNS)})",
             hint="name it with --id-col")
+    ra: str | None
+    dec: str | None
     if ra_col or dec_col:
         if not (ra_col and dec_col):
             raise GalmergeError("give both --ra-col and --dec-col")
-        ra, dec = (_explicit(names, ra_col, "--ra-col", where),
-                   _explicit(names, dec_col, "--dec-col", where))
+        ra = _explicit(names, ra_col, "--ra-col", where)
+        dec = _explicit(names, dec_col, "--dec-col", where)
     else:
         ra = dec = None
         for a, b in COORD_COLUMNS:
@@ -183,6 +185,8 @@ def id_strings(col: pd.Series) -> tuple[np.ndarray, bool]:
                         (str(int(v)) if v == int(v) else repr(float(v))) for v in vals],
                        dtype=object)
         return out, True
+    if isinstance(col.dtype, pd.StringDtype):  # text (CSV): vectorised
+        return col.fillna("").str.strip().to_numpy(dtype=object), False
     vals = col.to_numpy(dtype=object)
     out = np.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
                     else (v.decode() if isinstance(v, bytes) else str(v)).strip()
@@ -216,16 +220,16 @@ def parse_coordinates(ra: pd.Series, dec: pd.Series) -> tuple[np.ndarray, np.nda
             problem[i] = msg
     ok = problem == ""
     sent = ok & (np.isin(ra_deg, SENTINELS) | np.isin(dec_deg, SENTINELS))
-    for i in np.flatnonzero(sent):
-        problem[i] = f"sentinel value (ra={ra_deg[i]:g}, dec={dec_deg[i]:g})"
+    for j in np.flatnonzero(sent):
+        problem[j] = f"sentinel value (ra={ra_deg[j]:g}, dec={dec_deg[j]:g})"
     ok = problem == ""
     out_ra = ok & ~((ra_deg >= 0.0) & (ra_deg < 360.0))
-    for i in np.flatnonzero(out_ra):
-        problem[i] = f"RA {ra_deg[i]:g} outside [0, 360)"
+    for j in np.flatnonzero(out_ra):
+        problem[j] = f"RA {ra_deg[j]:g} outside [0, 360)"
     ok = problem == ""
     out_dec = ok & ~((dec_deg >= -90.0) & (dec_deg <= 90.0))
-    for i in np.flatnonzero(out_dec):
-        problem[i] = f"Dec {dec_deg[i]:g} outside [-90, 90]"
+    for j in np.flatnonzero(out_dec):
+        problem[j] = f"Dec {dec_deg[j]:g} outside [-90, 90]"
     bad = problem != ""
     ra_deg = np.where(bad, np.nan, ra_deg)
     dec_deg = np.where(bad, np.nan, dec_deg)
@@ -347,11 +351,31 @@ def _count_lines(p: Path) -> int | None:
     return n + (0 if last == b"\n" else 1)
 
 
+def _leading_comment_lines(p: Path) -> int:
+    """Lines starting with ``#`` before the header (e.g. SkyServer's ``#Table1``)."""
+    import gzip
+
+    opener: Any = gzip.open if p.name.lower().endswith(".gz") else open
+    n = 0
+    try:
+        with opener(p, "rt", encoding="utf-8-sig", errors="replace") as f:
+            for line in f:
+                if not line.startswith("#"):
+                    break
+                n += 1
+                if n > 10000:
+                    break
+    except (OSError, EOFError):
+        return 0
+    return n
+
+
 def _open_csv(p: Path) -> CatalogReader:
     sep = "\t" if p.name.lower().split(".")[-1] == "tsv" or ".tsv." in p.name.lower() else ","
+    skip = _leading_comment_lines(p)
     kw: dict[str, Any] = dict(sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                              skipinitialspace=False, encoding="utf-8",
-                              encoding_errors="replace")
+                              skipinitialspace=False, encoding="utf-8-sig",
+                              encoding_errors="replace", skiprows=skip)
     try:
         head = pd.read_csv(p, nrows=2, **kw)
     except pd.errors.EmptyDataError:
@@ -372,7 +396,8 @@ def _open_csv(p: Path) -> CatalogReader:
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
             raise _unparseable(p, "CSV", exc) from None
 
-    return CatalogReader(p, "csv", columns, None if lines is None else max(0, lines - 1),
+    return CatalogReader(p, "csv", columns,
+                         None if lines is None else max(0, lines - 1 - skip),
                          text_columns=True, note="streamed with pandas; columns kept as text",
                          _impl=gen)
 

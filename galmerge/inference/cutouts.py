@@ -246,12 +246,21 @@ class H5Cube:
                 why[i] = f"id {requests[i].id!r} not in {self.path.name}"
         return idx, why
 
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        """Images at file ``indices`` (any order) as float32 (k, C, H, W)."""
+    def read(self, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Images at file ``indices`` (any order) as float32 (k, C, H, W).
+
+        A contiguous run of float32 images is read straight into ``out`` when
+        given (a reused buffer: no allocation, no page faults per batch).
+        """
         if len(indices) == 0:
             return np.empty((0, *self.images.shape[1:]), dtype=np.float32)
         lo, hi = int(indices.min()), int(indices.max()) + 1
         if hi - lo == len(indices) and np.all(np.diff(indices) == 1):
+            if (out is not None and self.images.dtype == np.float32
+                    and out.shape[1:] == self.images.shape[1:] and len(out) >= hi - lo):
+                dest = out[:hi - lo]
+                self.images.read_direct(dest, np.s_[lo:hi], np.s_[0:hi - lo])
+                return dest
             return np.asarray(self.images[lo:hi], dtype=np.float32)
         uniq, inverse = np.unique(indices, return_inverse=True)
         if hi - lo <= 4 * len(uniq):
@@ -285,6 +294,8 @@ class LocalFileSource(CutoutSource):
     name = "local"
     #: ``get`` may be called from several threads at once (files are opened per call).
     thread_safe = True
+    #: Buffers reused by :meth:`get_stack` (must exceed the batches alive at once).
+    RING = 8
 
     def __init__(self, *, base_dir: str | Path | None = None,
                  cutouts: str | Path | None = None, pattern: str | None = None,
@@ -297,6 +308,8 @@ class LocalFileSource(CutoutSource):
         self.jpeg_kind = jpeg_kind or SDSS_COLOUR_JPEG
         self._cubes: dict[str, H5Cube] = {}
         self._lock = threading.Lock()
+        self._ring: list[np.ndarray] = []
+        self._ring_pos = 0
         self._dir: Path | None = None
         self._cube: H5Cube | None = None
         self._ext_order = list(IMAGE_EXTENSIONS)
@@ -398,7 +411,15 @@ class LocalFileSource(CutoutSource):
             return None
         idx, why = cube.locate(requests, explicit=[None] * len(requests))
         ok = idx >= 0
-        pixels = cube.read(idx[ok])
+        # A small ring of reused buffers: a stack is consumed (scored) long before its
+        # buffer comes round again (at most 3 batches wait in the pipeline's queue).
+        shape = (len(requests), *cube.images.shape[1:])
+        if not self._ring or self._ring[0].shape[0] < shape[0] or \
+                self._ring[0].shape[1:] != shape[1:]:
+            self._ring = [np.empty(shape, dtype=np.float32) for _ in range(self.RING)]
+        buf = self._ring[self._ring_pos]
+        self._ring_pos = (self._ring_pos + 1) % self.RING
+        pixels = cube.read(idx[ok], out=buf)
         status = [OK if o else MISSING_FILE for o in ok]
         return CutoutStack(pixels, status, why, cube.kind, cube.bands, cube.crop_applied)
 

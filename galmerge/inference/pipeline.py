@@ -7,10 +7,10 @@ Three layers, so that a local run and a Dask run execute the same code:
 * :func:`classify_chunk` is the unit of work: a pure function of one
   catalogue chunk (a DataFrame) and its first row number, returning the same
   rows, in order, with ``p_merger``, ``is_merger``, ``status`` and
-  ``status_detail`` added. Inside a chunk a reader thread fetches/decodes and
-  prepares cutouts into a bounded queue of fixed-size batches while the main
-  thread runs the model, so I/O overlaps inference and memory is bounded by a
-  few batches.
+  ``status_detail`` added. Inside a chunk, cutouts are read and prepared into
+  fixed-size batches: row-by-row sources (files, services) decode on a bounded
+  thread pool ahead of the model; array sources (HDF5 cubes) are read batch by
+  batch. Memory is bounded by a few batches.
 * :func:`classify_catalog` is the local runner: it streams chunks from
   :func:`~galmerge.inference.catalog.open_catalog`, writes chunk ``k`` as an
   idempotent part file (:func:`~galmerge.inference.writers.write_part`),
@@ -30,14 +30,10 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import queue
 import shutil
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +52,7 @@ from galmerge.inference.catalog import (
     parse_coordinates,
     text_values,
 )
+from galmerge.inference.concurrency import ordered_map
 from galmerge.inference.cutouts import (
     BAD_COORDINATES,
     FETCH_FAILED,
@@ -158,27 +155,14 @@ class ClassifyContext:
     columns: Columns
     options: ClassifyOptions
     warnings: set[str] = field(default_factory=set)
-    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @property
     def workers(self) -> int:
-        """Cutout decode threads."""
+        """Threads reading and preparing cutouts row by row."""
         return max(1, self.options.workers or min(8, available_cpus()))
 
-    @property
-    def pool(self) -> ThreadPoolExecutor | None:
-        """Decode thread pool (None when one worker)."""
-        if self.workers <= 1:
-            return None
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="galmerge-decode")
-        return self._pool
-
     def close(self) -> None:
-        """Stop threads and close the cutout source."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Close the cutout source."""
         self.source.close()
 
     def __enter__(self) -> ClassifyContext:
@@ -211,39 +195,6 @@ def make_context(
 
 
 # --- the unit of work ---------------------------------------------------------------------
-
-_DONE = object()
-
-
-def _bounded_map(pool: ThreadPoolExecutor | None, fn: Callable[[Any], Any],
-                 items: Iterable[Any], window: int) -> Iterator[Any]:
-    """``map(fn, items)`` on a pool, in order, with at most ``window`` in flight."""
-    if pool is None:
-        for item in items:
-            yield fn(item)
-        return
-    pending: deque[Future[Any]] = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for f in pending:
-            f.cancel()
-
-
-def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
 
 def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
                    progress: ProgressFn | None = None) -> pd.DataFrame:
@@ -300,92 +251,94 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
     if requests:
         _run_requests(requests, np.asarray(positions), ctx, p, status, detail, progress)
     if problem is not None:
-        for i in np.flatnonzero((problem != "") & (status != BAD_COORDINATES)):
-            note = f"coordinates ignored: {problem[i]}"
-            detail[i] = note if not detail[i] else f"{detail[i]}; {note}"
+        for j in np.flatnonzero((problem != "") & (status != BAD_COORDINATES)):
+            note = f"coordinates ignored: {problem[j]}"
+            detail[j] = note if not detail[j] else f"{detail[j]}; {note}"
     if progress is not None and n - len(requests):
         progress("rows", n - len(requests))
     return _result_frame(chunk, p, status, detail, opts.threshold, ctx)
 
 
-def _run_requests(requests: list[CutoutRequest], positions: np.ndarray, ctx: ClassifyContext,
-                  p: np.ndarray, status: np.ndarray, detail: np.ndarray,
-                  progress: ProgressFn | None) -> None:
-    """Reader thread -> bounded queue of batches -> model (this thread)."""
+def _batches(requests: list[CutoutRequest], ctx: ClassifyContext,
+             record: Callable[[int, str, str], None]) -> Iterator[tuple[list[int], np.ndarray,
+                                                                        int]]:
+    """Yield ``(request indices classified, images, rows covered)`` batches.
+
+    Uses the source's array fast path (:meth:`CutoutSource.get_stack`) batch by
+    batch while it answers, else per-row cutouts decoded on the context's thread
+    pool (bounded window, in order). Statuses go to ``record``.
+    """
     clf, opts, source = ctx.classifier, ctx.options, ctx.source
     conv = clf.convention
     bs = clf.batch_size
-    q: queue.Queue[Any] = queue.Queue(maxsize=3)
-    stop = threading.Event()
-    pool = ctx.pool
-    window = 4 * ctx.workers
+    start = 0
+    while start < len(requests):  # array fast path, batch by batch
+        part = requests[start:start + bs]
+        stack = source.get_stack(part)
+        if stack is None:
+            break
+        sts, des, imgs = prepare_stack(stack, conv, blank_threshold=opts.blank_threshold)
+        ok = []
+        for j, (st, de) in enumerate(zip(sts, des, strict=True)):
+            record(start + j, st, de)
+            if st == OK:
+                ok.append(start + j)
+        yield ok, imgs, len(part)
+        start += len(part)
+    rest = requests[start:]
+    if not rest:
+        return
+
+    def prep(c: Cutout) -> tuple[str, str, np.ndarray | None]:
+        return prepare_cutout(c, conv, blank_threshold=opts.blank_threshold)
+
+    # Decoding runs ahead on worker threads (bounded window) while this thread
+    # runs the model on earlier batches.
+    workers = ctx.workers
+    if getattr(source, "thread_safe", False):
+        results = ordered_map(lambda r: prep(source.get(r)), rest, workers=workers,
+                              window=4 * workers, name="galmerge-decode")
+    else:
+        results = ordered_map(prep, source.get_many(rest), workers=workers,
+                              window=4 * workers, name="galmerge-decode")
+    buf = np.empty((bs, len(conv.bands), conv.size, conv.size), dtype=np.float32)
+    buf_pos: list[int] = []
+    rows_pending = 0
+    for j, (st, de, img) in enumerate(results, start=start):
+        record(j, st, de)
+        rows_pending += 1
+        if img is not None:
+            buf[len(buf_pos)] = img
+            buf_pos.append(j)
+            if len(buf_pos) == bs:
+                yield buf_pos, buf.copy(), rows_pending
+                buf_pos, rows_pending = [], 0
+    if buf_pos or rows_pending:
+        yield buf_pos, buf[:len(buf_pos)].copy(), rows_pending
+
+
+def _run_requests(requests: list[CutoutRequest], positions: np.ndarray, ctx: ClassifyContext,
+                  p: np.ndarray, status: np.ndarray, detail: np.ndarray,
+                  progress: ProgressFn | None) -> None:
+    """Cutout batches -> model, in this thread.
+
+    Reading runs ahead of the model only where it pays: row-by-row sources
+    decode on a bounded thread pool while the model runs; array sources
+    (:meth:`CutoutSource.get_stack`) are read between model calls, because on a
+    machine whose cores ONNX Runtime already fills a reader thread only slows
+    the model's threads down (measured on 2 cores).
+    """
+    clf = ctx.classifier
 
     def record(j: int, st: str, de: str) -> None:
         i = positions[j]
         status[i], detail[i] = st, de
 
-    def produce() -> None:
-        try:
-            start = 0
-            while start < len(requests):  # array fast path, batch by batch
-                part = requests[start:start + bs]
-                stack = source.get_stack(part)
-                if stack is None:
-                    break
-                sts, des, imgs = prepare_stack(stack, conv, blank_threshold=opts.blank_threshold)
-                ok = []
-                for j, (st, de) in enumerate(zip(sts, des, strict=True)):
-                    record(start + j, st, de)
-                    if st == OK:
-                        ok.append(start + j)
-                if not _put(q, (ok, imgs, len(part)), stop):
-                    return
-                start += len(part)
-            rest = requests[start:]
-            buf = np.empty((bs, len(conv.bands), conv.size, conv.size), dtype=np.float32)
-            buf_pos: list[int] = []
-            rows_pending = 0
-
-            def prep(c: Cutout) -> tuple[str, str, np.ndarray | None]:
-                return prepare_cutout(c, conv, blank_threshold=opts.blank_threshold)
-
-            if getattr(source, "thread_safe", False):
-                results = _bounded_map(pool, lambda r: prep(source.get(r)), rest, window)
-            else:
-                results = _bounded_map(pool, prep, source.get_many(rest), window)
-            for j, (st, de, img) in enumerate(results, start=start):
-                record(j, st, de)
-                rows_pending += 1
-                if img is not None:
-                    buf[len(buf_pos)] = img
-                    buf_pos.append(j)
-                    if len(buf_pos) == bs:
-                        if not _put(q, (buf_pos, buf.copy(), rows_pending), stop):
-                            return
-                        buf_pos, rows_pending = [], 0
-            if buf_pos or rows_pending:
-                _put(q, (buf_pos, buf[:len(buf_pos)].copy(), rows_pending), stop)
-            _put(q, _DONE, stop)
-        except BaseException as exc:  # handed to the consuming thread
-            _put(q, exc, stop)
-
-    reader = threading.Thread(target=produce, name="galmerge-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            ok, imgs, nrows = item
-            if len(ok):
-                p[positions[np.asarray(ok)]] = clf.run_batch(imgs)
-            if progress is not None:
-                progress("rows", nrows)
-    finally:
-        stop.set()
-        reader.join()
+    for ok, imgs, nrows in _batches(requests, ctx, record):
+        if len(ok):
+            p[positions[np.asarray(ok)]] = clf.run_batch(imgs)
+        if progress is not None:
+            progress("rows", nrows)
 
 
 def _result_frame(chunk: pd.DataFrame, p: np.ndarray, status: np.ndarray, detail: np.ndarray,
@@ -576,6 +529,177 @@ def check_output(out: Path) -> None:
         raise GalmergeError(f"{out}: output file exists and is not writable")
 
 
+class ClassifyRun:
+    """One classify run: plan, manifest, work folder, part files, assembly.
+
+    The local runner (:func:`classify_catalog`) and a distributed runner share
+    it: plan once on the driver, classify the pending chunks anywhere (each
+    process builds its own context with :meth:`context`), write each chunk's
+    part (:meth:`write_part`, idempotent), then :meth:`finish` assembles the
+    output from the parts in order and removes the work folder::
+
+        with ClassifyRun(catalog, output=out, options=opts, resume=True) as run:
+            ctx = run.context()
+            for k, start, frame in run.pending():
+                run.write_part(k, classify_chunk(frame, start, ctx))
+            result = run.finish()
+
+    Args:
+        catalog, model, output, options, resume, command: as :func:`classify_catalog`.
+        source: a :class:`CutoutSource` to use instead of the one the options
+            imply (``options.fetch`` -> a service source; ``options.cutouts`` a
+            cache folder of ``galmerge fetch`` -> the cache; else local files).
+
+    Raises:
+        GalmergeError: whole-run problems, before any work is done.
+    """
+
+    def __init__(self, catalog: str | Path, *, model: str | Path | None = None,
+                 output: str | Path | None = None, options: ClassifyOptions | None = None,
+                 resume: bool = False, command: list[str] | None = None,
+                 source: CutoutSource | None = None) -> None:
+        opts = options or ClassifyOptions()
+        cat = Path(catalog)
+        reader = open_catalog(cat, opts.format)
+        cols = find_columns(reader.columns, where=str(cat), id_col=opts.id_col,
+                            ra_col=opts.ra_col, dec_col=opts.dec_col,
+                            file_loc_col=opts.file_loc_col)
+        if opts.fetch is not None and cols.ra is None:
+            raise GalmergeError(
+                f"{cat}: --fetch needs coordinates, but no RA/Dec columns were found (looked "
+                "for ra/dec, RAJ2000/DEJ2000, ra_deg, ra1/dec1, ...)",
+                hint="name them with --ra-col/--dec-col")
+        if source is None and opts.fetch is None and not cols.file_loc and not opts.cutouts:
+            if cols.ra is None:
+                raise GalmergeError(
+                    f"{cat}: no coordinate columns (looked for ra/dec, RAJ2000/DEJ2000, ra_deg, "
+                    "ra1/dec1, ...), no file_loc column and no --cutouts",
+                    hint="add a file_loc column, pass --cutouts DIR, or name the coordinates "
+                         "with --ra-col/--dec-col")
+            raise GalmergeError(
+                f"{cat}: rows have coordinates ({cols.ra}, {cols.dec}) but no file_loc column "
+                "and no --cutouts, so there is nothing to read cutouts from",
+                hint="pass --cutouts DIR or add a file_loc column")
+        out = Path(output) if output is not None else default_output(cat, reader.format)
+        check_output(out)
+        fmt = output_format(out)
+        if out.resolve() == cat.resolve():
+            raise GalmergeError(f"{out}: output would overwrite the input catalogue")
+        self.catalog, self.reader, self.columns, self.options = cat, reader, cols, opts
+        self.output, self.format = out, fmt
+        self.classifier = OnnxClassifier(resolve_model(model), device=opts.device,
+                                         batch_size=opts.batch_size, threads=opts.threads)
+        clf = self.classifier
+        self._own_source = source is None
+        self.source = source if source is not None else self.make_source()
+        self.manifest: dict[str, Any] = {
+            "manifest_version": MANIFEST_VERSION,
+            "galmerge_version": __version__,
+            "created": run_date(),
+            "command": _normalised_command(command),
+            "catalog": {"path": str(cat), "format": reader.format, **catalog_fingerprint(cat)},
+            "model": {"name": clf.name, "file": clf.path.name, "sha256": clf.sha256,
+                      "placeholder": clf.placeholder},
+            "settings": opts.result_settings(),
+            "columns": cols.to_dict(),
+            "output": {"path": str(out), "format": fmt},
+            "source": self.source.name if self.source is not None else LocalFileSource.name,
+        }
+        self.work = out.with_name(out.name + ".parts")
+        self.resume = resume
+        self.resuming = False
+        self.n_chunks = 0
+        self.reused = 0
+        self._lock: contextlib.ExitStack | None = None
+
+    @property
+    def total_rows(self) -> int | None:
+        """Rows to classify (an estimate for CSV), or None when unknown."""
+        n, limit = self.reader.n_rows, self.options.limit
+        return n if limit is None or n is None else min(n, limit)
+
+    def __enter__(self) -> ClassifyRun:
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(_locked(self.work))
+        self.manifest, self.resuming = _prepare_work_dir(self.work, self.manifest, self.resume)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def make_source(self) -> CutoutSource | None:
+        """A fresh cutout source as the options imply (None: local files, the default).
+
+        Each process (e.g. a Dask worker) makes its own: sources hold files,
+        HTTP sessions and caches that do not travel between processes.
+        """
+        opts = self.options
+        if opts.fetch is not None:
+            return opts.fetch.open_source(self.classifier.convention)
+        if opts.cutouts and is_cache_dir(opts.cutouts):
+            return open_cached_source(opts.cutouts)  # a cache filled by `galmerge fetch`
+        return None
+
+    def context(self, source: CutoutSource | None = None) -> ClassifyContext:
+        """A :class:`ClassifyContext` for this run in this process (default: the run's source)."""
+        return make_context(self.classifier, self.columns, self.options,
+                            source=source if source is not None else self.source,
+                            base_dir=self.catalog.parent)
+
+    def close(self) -> None:
+        """Release the lock and close the cache of a source this run opened."""
+        self.__exit__()
+        cache = getattr(self.source, "cache", None)
+        if self._own_source and cache is not None:
+            cache.close()
+
+    def chunks(self) -> Iterator[tuple[int, int, pd.DataFrame, bool]]:
+        """Every chunk as ``(k, start_row, frame, done)``; ``done`` when resumed from a part."""
+        self.n_chunks = 0
+        for k, (start, frame) in enumerate(self.reader.chunks(self.options.chunk_size,
+                                                              limit=self.options.limit)):
+            self.n_chunks = k + 1
+            done = self.resuming and _part_reusable(part_path(self.work, k), len(frame))
+            if done:
+                self.reused += 1
+            yield k, start, frame, done
+
+    def pending(self) -> Iterator[tuple[int, int, pd.DataFrame]]:
+        """The chunks still to classify, as ``(k, start_row, frame)``."""
+        for k, start, frame, done in self.chunks():
+            if not done:
+                yield k, start, frame
+
+    def write_part(self, k: int, frame: pd.DataFrame) -> Path:
+        """Store chunk ``k``'s result (atomic, idempotent)."""
+        return write_part(frame, self.work, k)
+
+    def metadata(self) -> dict[str, Any]:
+        """Run metadata for the output (from the manifest: stable across resumes)."""
+        return run_metadata(self.manifest, self.classifier, self.reader.format)
+
+    def finish(self, *, n_chunks: int | None = None,
+               progress: Callable[[int], None] | None = None) -> AssemblyResult:
+        """Assemble the output from parts ``0 .. n_chunks-1`` and remove the work folder."""
+        n = self.n_chunks if n_chunks is None else n_chunks
+        if n == 0:
+            raise GalmergeError(f"{self.catalog}: catalogue has no rows")
+        missing = [k for k in range(n) if not part_path(self.work, k).exists()]
+        if missing:
+            raise GalmergeError(f"{self.work}: part files missing for chunks {missing[:5]}",
+                                hint="rerun with --resume")
+        result = assemble([part_path(self.work, k) for k in range(n)], self.output,
+                          meta=self.metadata(), id_col=self.columns.id,
+                          text_columns=self.reader.text_columns,
+                          keep_text={c for c in (self.columns.file_loc,) if c},
+                          progress=progress)
+        self.__exit__()
+        shutil.rmtree(self.work, ignore_errors=True)
+        return result
+
+
 def classify_catalog(
     catalog: str | Path, *, model: str | Path | None = None, output: str | Path | None = None,
     options: ClassifyOptions | None = None, resume: bool = False,
@@ -601,107 +725,42 @@ def classify_catalog(
             output path, or an incompatible ``resume``.
     """
     t0 = time.perf_counter()
-    opts = options or ClassifyOptions()
-    cat = Path(catalog)
-    reader = open_catalog(cat, opts.format)
-    cols = find_columns(reader.columns, where=str(cat), id_col=opts.id_col, ra_col=opts.ra_col,
-                        dec_col=opts.dec_col, file_loc_col=opts.file_loc_col)
-    if opts.fetch is not None and cols.ra is None:
-        raise GalmergeError(
-            f"{cat}: --fetch needs coordinates, but no RA/Dec columns were found (looked for "
-            "ra/dec, RAJ2000/DEJ2000, ra_deg, ra1/dec1, ...)",
-            hint="name them with --ra-col/--dec-col")
-    if source is None and opts.fetch is None and not cols.file_loc and not opts.cutouts:
-        if cols.ra is None:
-            raise GalmergeError(
-                f"{cat}: no coordinate columns (looked for ra/dec, RAJ2000/DEJ2000, ra_deg, "
-                "ra1/dec1, ...), no file_loc column and no --cutouts",
-                hint="add a file_loc column, pass --cutouts DIR, or name the coordinates with "
-                     "--ra-col/--dec-col")
-        raise GalmergeError(
-            f"{cat}: rows have coordinates ({cols.ra}, {cols.dec}) but no file_loc column and no "
-            "--cutouts, so there is nothing to read cutouts from",
-            hint="pass --cutouts DIR or add a file_loc column")
-    out = Path(output) if output is not None else default_output(cat, reader.format)
-    check_output(out)
-    fmt = output_format(out)
-    if out.resolve() == cat.resolve():
-        raise GalmergeError(f"{out}: output would overwrite the input catalogue")
-    model_path = resolve_model(model)
-    clf = OnnxClassifier(model_path, device=opts.device, batch_size=opts.batch_size,
-                         threads=opts.threads)
-    own_cache = None
-    if source is None and opts.fetch is not None:
-        source = opts.fetch.open_source(clf.convention)
-        own_cache = source.cache
-    elif source is None and opts.cutouts and is_cache_dir(opts.cutouts):
-        source = open_cached_source(opts.cutouts)  # a cache filled by `galmerge fetch`
-        own_cache = source.cache
-    ctx = make_context(clf, cols, opts, source=source, base_dir=cat.parent)
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        "galmerge_version": __version__,
-        "created": run_date(),
-        "command": _normalised_command(command),
-        "catalog": {"path": str(cat), "format": reader.format, **catalog_fingerprint(cat)},
-        "model": {"name": clf.name, "file": clf.path.name, "sha256": clf.sha256,
-                  "placeholder": clf.placeholder},
-        "settings": opts.result_settings(),
-        "columns": cols.to_dict(),
-        "output": {"path": str(out), "format": fmt},
-        "source": ctx.source.name,
-    }
-    work = out.with_name(out.name + ".parts")
-    total = reader.n_rows if opts.limit is None or reader.n_rows is None else min(
-        reader.n_rows, opts.limit)
-    if progress is not None and total is not None:
-        progress("total", total)
-    resumed = 0
+    run = ClassifyRun(catalog, model=model, output=output, options=options, resume=resume,
+                      command=command, source=source)
+    if progress is not None and run.total_rows is not None:
+        progress("total", run.total_rows)
+    ctx = run.context()
     prefetcher = None
     if isinstance(ctx.source, ServiceCutoutSource) and ctx.source.cache is not None \
             and not ctx.source.offline:
         prefetcher = Prefetcher(ctx.source)
     try:
-        with _locked(work):
-            manifest, resuming = _prepare_work_dir(work, manifest, resume)
-            n_chunks = 0
-            chunks = reader.chunks(opts.chunk_size, limit=opts.limit)
-            upcoming = next(chunks, None)
-            k = -1
+        with run:
+            items = run.chunks()
+            upcoming = next(items, None)
             while upcoming is not None:
-                k += 1
-                start, chunk = upcoming
-                upcoming = next(chunks, None)
-                n_chunks = k + 1
-                if resuming and _part_reusable(part_path(work, k), len(chunk)):
-                    resumed += 1
+                k, start, chunk, done = upcoming
+                upcoming = next(items, None)
+                if done:
                     if progress is not None:
                         progress("rows", len(chunk))
                     continue
-                if prefetcher is not None and upcoming is not None and not (
-                        resuming and _part_reusable(part_path(work, k + 1), len(upcoming[1]))):
+                if prefetcher is not None and upcoming is not None and not upcoming[3]:
                     # The next chunk's cutouts stream into the cache while this one runs.
-                    prefetcher.submit(_fetch_requests(upcoming[1], upcoming[0], ctx))
-                write_part(classify_chunk(chunk, start, ctx, progress=progress), work, k)
-            if n_chunks == 0:
-                raise GalmergeError(f"{cat}: catalogue has no rows")
-            meta = run_metadata(manifest, clf, reader.format)
-            asm = assemble([part_path(work, k) for k in range(n_chunks)], out, meta=meta,
-                           id_col=cols.id, text_columns=reader.text_columns,
-                           keep_text={c for c in (cols.file_loc,) if c},
-                           progress=(lambda n: progress("assemble", n)) if progress else None)
+                    prefetcher.submit(_fetch_requests(upcoming[2], upcoming[1], ctx))
+                run.write_part(k, classify_chunk(chunk, start, ctx, progress=progress))
+            asm = run.finish(progress=(lambda n: progress("assemble", n)) if progress else None)
     finally:
         if prefetcher is not None:
             prefetcher.close()
         ctx.close()
-        if own_cache is not None:
-            own_cache.close()
-    shutil.rmtree(work, ignore_errors=True)
+        run.close()
+    clf = run.classifier
     warnings = sorted(ctx.warnings)
     if clf.placeholder:
         warnings.insert(0, f"model {clf.name} is a PLACEHOLDER (untrained), not a science model: "
                            "its probabilities carry no information")
-    return _summary(asm, clf, time.perf_counter() - t0, resumed, warnings, meta)
+    return _summary(asm, clf, time.perf_counter() - t0, run.reused, warnings, run.metadata())
 
 
 def _part_reusable(path: Path, n_rows: int) -> bool:

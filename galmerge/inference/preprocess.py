@@ -110,9 +110,8 @@ def prepare_stack(
         return fail(UNSUPPORTED_PIXELS, f"stored cutouts cover {stack.crop_applied:g} of the "
                     f"field, the model needs {conv.crop_fraction:g}")
     view = px if crop >= 1.0 else _crop_stack(px, crop)
-    dead = (view == 0) | ~np.isfinite(view)
-    per_pixel = dead.all(axis=1) if stack.kind in _COLOUR_KINDS else dead.any(axis=1)
-    frac = per_pixel.reshape(len(view), -1).mean(axis=1)
+    frac = _dead_fractions(view, any_band=stack.kind not in _COLOUR_KINDS,
+                           threshold=blank_threshold)
     keep = frac <= blank_threshold
     for j in np.flatnonzero(~keep):
         i = ok_pos[j]
@@ -138,6 +137,34 @@ def prepare_stack(
     if not np.isfinite(out).all():
         out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
     return status, detail, out
+
+
+def _dead_fractions(view: np.ndarray, *, any_band: bool, threshold: float) -> np.ndarray:
+    """Per image, :func:`blank_fraction` of an (N, C, H, W) stack where it may exceed
+    ``threshold``; an upper bound <= ``threshold`` elsewhere.
+
+    When every value is finite (one summing pass), the fraction of pixels dead
+    in all bands is at most the fraction of zeros in band 0, and the fraction
+    dead in any band at most the summed fraction of zeros over the bands; only
+    images whose bound exceeds ``threshold`` get the full per-pixel test.
+    """
+    k = view.shape[0]
+    hw = view.shape[-1] * view.shape[-2]
+    if k == 0:
+        return np.zeros(0, dtype=np.float64)
+    if np.isfinite(view.sum(dtype=np.float64)):
+        if any_band:
+            zeros = np.count_nonzero(view.reshape(k, -1) == 0, axis=1)
+        else:
+            zeros = np.count_nonzero(view[:, 0].reshape(k, hw) == 0, axis=1)
+        frac = zeros / hw
+        todo = np.flatnonzero(frac > threshold)
+    else:
+        frac = np.zeros(k, dtype=np.float64)
+        todo = np.arange(k)
+    for j in todo:
+        frac[j] = blank_fraction(view[j], any_band=any_band)
+    return frac
 
 
 def _crop_stack(px: np.ndarray, fraction: float) -> np.ndarray:

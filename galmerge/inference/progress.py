@@ -92,7 +92,7 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     out = console or Console()
     err = Console(stderr=True)
     for w in summary.warnings:
-        err.print(f"[bold yellow]warning:[/] {w}")
+        err.print(f"[bold yellow]warning:[/] {w}", soft_wrap=True)
     table = Table(title=f"galmerge classify → {summary.output}", title_justify="left")
     table.add_column("status")
     table.add_column("rows", justify="right")
@@ -118,4 +118,4 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     if summary.sidecar is not None:
         lines.append(f"run metadata: {summary.sidecar}")
     for line in lines:
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)

@@ -149,8 +149,12 @@ def _infer_text(values: pd.Series, state: str) -> str:
 
 
 def scan_parts(paths: list[Path], *, id_col: str, text_columns: bool, typed_output: bool,
-               keep_text: set[str]) -> ScanResult:
-    """Pass 1 over the part files (see the module docstring)."""
+               keep_text: set[str], string_widths: bool = True) -> ScanResult:
+    """Pass 1 over the part files (see the module docstring).
+
+    ``string_widths`` measures string columns (byte widths, non-ASCII) for the
+    fixed-width formats; CSV and Parquet do not need it.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -187,10 +191,13 @@ def scan_parts(paths: list[Path], *, id_col: str, text_columns: bool, typed_outp
         for name in table.schema.names:
             t = table.schema.field(name).type
             if pa.types.is_string(t) or pa.types.is_large_string(t):
+                infer = text_columns and typed_output and name not in keep_text
+                if not (infer or string_widths):
+                    continue
                 col = table.column(name).to_pandas().fillna("").astype(str)
-                if text_columns and typed_output and name not in keep_text:
+                if infer:
                     text_state[name] = _infer_text(col, text_state.get(name, "int"))
-                if len(col):
+                if string_widths and len(col):
                     w = int(col.str.len().max())
                     if not col.map(str.isascii).all():
                         non_ascii.add(name)
@@ -360,12 +367,11 @@ def _numpy_columns(table: Any, scan: ScanResult, *, for_fits: bool) -> np.ndarra
 
 
 class _FitsWriter(_Writer):
-    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
-                 nullable_ints: set[str]) -> None:
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
         super().__init__(tmp, scan, meta)
         self.fh = tmp.open("wb")
         self.header: Any = None
-        self.nullable_ints = nullable_ints
+        self.nullable_ints = _int_columns(scan)
         self.written = 0
         self.rowlen = 0
 
@@ -375,7 +381,7 @@ class _FitsWriter(_Writer):
         hdu = fits.BinTableHDU(data=rec[:0], name="SCORES")
         h = hdu.header
         h["NAXIS2"] = self.scan.n_rows
-        for i, name in enumerate(rec.dtype.names, start=1):
+        for i, name in enumerate(rec.dtype.names or (), start=1):
             if name in self.nullable_ints and rec.dtype[name].kind == "i":
                 h[f"TNULL{i}"] = int(np.iinfo(rec.dtype[name]).min)
         for key, value in _flat_meta(self.meta).items():
@@ -532,15 +538,14 @@ def _vot_float(v: np.floating) -> str:
 
 
 class _Hdf5Writer(_Writer):
-    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
-                 nullable_ints: set[str]) -> None:
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
         import h5py
 
         super().__init__(tmp, scan, meta)
         self.h5 = h5py.File(tmp, "w", track_order=False)
         self.ds: Any = None
         self.pos = 0
-        self.nullable_ints = nullable_ints
+        self.nullable_ints = _int_columns(scan)
 
     def write(self, table: Any) -> None:
         rec = _numpy_columns(table, self.scan, for_fits=False)
@@ -551,13 +556,23 @@ class _Hdf5Writer(_Writer):
             for k, v in _flat_meta(self.meta).items():
                 self.ds.attrs["galmerge " + k] = v
             nulls = {n: int(np.iinfo(rec.dtype[n]).min) for n in self.nullable_ints
-                     if n in rec.dtype.names and rec.dtype[n].kind == "i"}
+                     if n in (rec.dtype.names or ()) and rec.dtype[n].kind == "i"}
             self.ds.attrs["null_values"] = json.dumps(nulls, sort_keys=True)
         self.ds[self.pos:self.pos + len(rec)] = rec
         self.pos += len(rec)
 
     def close(self) -> None:
         self.h5.close()
+
+
+def _int_columns(scan: ScanResult) -> set[str]:
+    """Integer columns: their missing values need a stand-in (:data:`INT_NULL` style)."""
+    return {f.name for f in scan.schema if str(f.type).startswith(("int", "uint"))}
+
+
+_WRITERS: dict[str, type[_Writer]] = {
+    "csv": _CsvWriter, "parquet": _ParquetWriter, "fits": _FitsWriter, "ecsv": _EcsvWriter,
+    "votable": _VotableWriter, "hdf5": _Hdf5Writer}
 
 
 # --- assembly ----------------------------------------------------------------------------
@@ -599,32 +614,17 @@ def assemble(parts: list[Path], out: str | Path, *, meta: dict[str, Any], id_col
     fmt = fmt or output_format(out)
     keep = {id_col, *RESULT_COLUMNS, *(keep_text or set())}
     scan = scan_parts(parts, id_col=id_col, text_columns=text_columns,
-                      typed_output=fmt != "csv", keep_text=keep)
+                      typed_output=fmt != "csv", keep_text=keep,
+                      string_widths=fmt in ("fits", "hdf5", "votable"))
     meta = dict(meta)
     meta["rows"] = scan.n_rows
     meta["status_counts"] = scan.status_counts
     meta["classified"] = scan.status_counts.get(OK, 0)
     meta["mergers_at_threshold"] = scan.n_merger
     meta["duplicate_ids"] = len(scan.duplicate_rows)
-    nullable_ints = {f.name for f in scan.schema
-                     if str(f.type).startswith(("int", "uint"))}
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    writer: _Writer
     try:
-        if fmt == "csv":
-            writer = _CsvWriter(tmp, scan, meta)
-        elif fmt == "parquet":
-            writer = _ParquetWriter(tmp, scan, meta)
-        elif fmt == "fits":
-            writer = _FitsWriter(tmp, scan, meta, nullable_ints)
-        elif fmt == "ecsv":
-            writer = _EcsvWriter(tmp, scan, meta)
-        elif fmt == "votable":
-            writer = _VotableWriter(tmp, scan, meta)
-        elif fmt == "hdf5":
-            writer = _Hdf5Writer(tmp, scan, meta, nullable_ints)
-        else:  # pragma: no cover - output_format guards this
-            raise GalmergeError(f"unknown output format {fmt!r}")
+        writer = _WRITERS[fmt](tmp, scan, meta)
         start = 0
         for path in parts:
             table = _cast_part(pq.read_table(path), scan.schema)
