@@ -126,6 +126,35 @@ def report() -> None:
     not_implemented("report")
 
 
+@app.command()
+@user_errors
+def doctor(
+    models: Annotated[Path | None, typer.Option(
+        "--models", help="Model file or directory of .onnx models to check (default: "
+        "$GALMERGE_MODELS, else the checkout's models/).")] = None,
+    device: Annotated[str, typer.Option(
+        "--device", help="'auto' (CUDA optional), 'cuda' (CUDA must work) or 'cpu'.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check the installation: ONNX Runtime build, providers (does CUDA really run?), models.
+
+    Exit status 0 when healthy, 1 with a one-line reason otherwise (the container's
+    HEALTHCHECK runs this).
+    """
+    import json
+
+    from galmerge.inference.doctor import format_report, run_doctor
+
+    report = run_doctor(models=models, device=device)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        typer.echo(format_report(report))
+    if not report.healthy:
+        typer.echo(f"unhealthy: {report.reason}", err=True)
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point."""
     app(prog_name="galmerge")
