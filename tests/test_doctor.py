@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_model(path: Path, *, size: int = 75, metadata: bool = True,
-                declared_size: int | None = None) -> Path:
+                declared_size: int | None = None, extra: dict[str, str] | None = None) -> Path:
     """A small real classifier: mean over pixels -> logistic, input (N, 3, size, size)."""
     from onnx import TensorProto, helper
 
@@ -49,7 +49,8 @@ def write_model(path: Path, *, size: int = 75, metadata: bool = True,
     if metadata:
         conv = ModelConvention(SDSS_COLOUR_JPEG, SDSS_RGB_BANDS, size=declared_size or size,
                                crop_fraction=0.5, pixel_scale_arcsec=0.792)
-        helper.set_model_props(model, {**conv.to_metadata(), "galmerge.architecture": "tiny"})
+        helper.set_model_props(model, {**conv.to_metadata(), "galmerge.architecture": "tiny",
+                                       **(extra or {})})
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path
@@ -97,6 +98,14 @@ def test_healthy_with_a_valid_model(tmp_path: Path) -> None:
     assert '0.792"/px' in info.summary and "central 0.5" in info.summary
     assert info.input_shape == ["N", 3, 75, 75]
     assert info.metadata["galmerge.architecture"] == "tiny"
+
+
+def test_placeholder_model_is_a_warning(tmp_path: Path) -> None:
+    write_model(tmp_path / "interim.onnx", extra={"galmerge.placeholder": "1"})
+    report = run_doctor(models=tmp_path, device="cpu")
+    assert report.healthy
+    assert report.warnings == ["model interim is a placeholder (untrained weights): its "
+                               "probabilities mean nothing"]
 
 
 def test_model_without_metadata_is_a_problem(tmp_path: Path) -> None:

@@ -410,6 +410,9 @@ def run_doctor(models: Path | None = None, device: str = "auto") -> DoctorReport
         elif ort is not None:
             infos = [inspect_model(ort, p) for p in paths]
             problems.extend(i.problem for i in infos if i.problem)
+            warnings.extend(f"model {i.name} is a placeholder (untrained weights): its "
+                            "probabilities mean nothing" for i in infos
+                            if i.metadata.get("galmerge.placeholder") in ("1", "true"))
 
     return DoctorReport(
         galmerge_version=__version__,
