@@ -25,6 +25,9 @@
 #   CACHE_DIR   rootfs cache (default: ${XDG_CACHE_HOME:-$HOME/.cache}/galmerge-docker)
 #   IMAGE       tag of the built image (default: localhost/galmerge:smoke)
 #   DEBIAN_MIRROR  (default: http://deb.debian.org/debian)
+#   GALMERGE_EXTRA=gpu  build the GPU variant instead (onnxruntime-gpu; without a GPU the
+#               CUDA provider is listed but cannot initialise, and classify runs on the CPU)
+#   BARE_BASE=1 use a base without Python, as the CUDA images are (tests the apt path)
 #   CLEAN=1     remove the images afterwards (default: keep the last build as layer cache;
 #               images of earlier builds are pruned either way)
 set -euo pipefail
@@ -36,12 +39,21 @@ if [[ -z ${PYTHON:-} ]]; then
     if [[ -x $ROOT/.venv/bin/python ]]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
 fi
 CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/galmerge-docker}
-IMAGE=${IMAGE:-localhost/galmerge:smoke}
-BASE_IMAGE=localhost/galmerge-base:bookworm
-BUILD_CACHE_IMAGE=localhost/galmerge-build:cache
+EXTRA=${GALMERGE_EXTRA:-cpu}
+[[ $EXTRA == cpu || $EXTRA == gpu ]] || { echo "GALMERGE_EXTRA must be cpu or gpu" >&2; exit 2; }
+if [[ ${BARE_BASE:-0} == 1 ]]; then
+    # Like the CUDA runtime images: no Python, so the Dockerfile installs it with apt.
+    FLAVOUR=bare
+    BASE_PACKAGES=ca-certificates
+else
+    FLAVOUR=python3
+    BASE_PACKAGES=python3,python3-venv,python3-pip,ca-certificates
+fi
+IMAGE=${IMAGE:-localhost/galmerge:smoke-$EXTRA-$FLAVOUR}
+BASE_IMAGE=localhost/galmerge-base:bookworm-$FLAVOUR
+BUILD_CACHE_IMAGE=localhost/galmerge-build:cache-$EXTRA-$FLAVOUR
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
-BASE_PACKAGES=python3,python3-venv,python3-pip,ca-certificates
 EXAMPLE=catalogs/sdss_example/sdss_example.csv
 
 export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot BUILDAH_FORMAT=docker
@@ -90,7 +102,7 @@ buildah --version
 [[ $(id -u) == 0 ]] || fail "this script builds a rootfs and runs buildah as root (CI does)"
 
 # --------------------------------------------------------------------------- 3
-step "base rootfs (mmdebstrap $SUITE + python3)"
+step "base rootfs (mmdebstrap $SUITE, $FLAVOUR)"
 mkdir -p "$CACHE_DIR"
 CA_FILES=()
 if [[ -d /usr/local/share/ca-certificates ]]; then
@@ -102,7 +114,7 @@ KEY=$({
     echo "$SUITE $BASE_PACKAGES $DEBIAN_MIRROR tar-v2"
     for f in "${CA_FILES[@]}"; do sha256sum "$f"; done
 } | sha256sum | cut -c1-16)
-ROOTFS=$CACHE_DIR/rootfs-$SUITE-python3-$KEY.tar
+ROOTFS=$CACHE_DIR/rootfs-$SUITE-$FLAVOUR-$KEY.tar
 if [[ -s $ROOTFS ]]; then
     echo "[smoke] cached: $ROOTFS"
 else
@@ -125,7 +137,7 @@ else
         "deb ${DEBIAN_MIRROR%/debian}/debian-security $SUITE-security main" </dev/null
     mv "$ROOTFS.partial.tar" "$ROOTFS"
     # Older rootfs tarballs (other keys) are stale.
-    find "$CACHE_DIR" -maxdepth 1 -name "rootfs-$SUITE-python3-*" ! -name "$(basename "$ROOTFS")" -exec rm -rf {} +
+    find "$CACHE_DIR" -maxdepth 1 -name "rootfs-$SUITE-$FLAVOUR-*" ! -name "$(basename "$ROOTFS")" -exec rm -rf {} +
 fi
 echo "[smoke] rootfs $(du -h "$ROOTFS" | cut -f1)"
 
@@ -146,11 +158,11 @@ else
 fi
 
 # --------------------------------------------------------------------------- 5
-step "buildah bud (CPU variant)"
+step "buildah bud ($EXTRA variant on $BASE_IMAGE)"
 ls models/*.onnx >/dev/null 2>&1 || fail "no models/*.onnx: the image ships the models in models/"
 REVISION=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 BUD=(buildah bud --layers --pull=never --isolation chroot --format docker
-     --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg GALMERGE_EXTRA=cpu
+     --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg GALMERGE_EXTRA="$EXTRA"
      --build-arg REVISION="$REVISION" -f Dockerfile)
 # The build stage is tagged too: a tag keeps its cached layers (the slow
 # dependency install) alive through the `rmi --prune` at the end.
@@ -218,23 +230,33 @@ echo "[smoke] in container: $IN_VERSION (uid $uid); host: $HOST_VERSION"
 [[ $IN_VERSION == "galmerge $LABEL_VERSION" ]] || fail "label version $LABEL_VERSION != $IN_VERSION (update ARG VERSION in Dockerfile)"
 
 step "smoke: doctor + HEALTHCHECK command"
-run_in "${ENTRY[@]}" doctor --device cpu --json > "$OUT/doctor.json" \
+run_in "${ENTRY[@]}" doctor --json > "$OUT/doctor.json" \
     || { cat "$OUT/doctor.json"; fail "doctor reports the image unhealthy"; }
 run_in "${HEALTH_CMD[@]}" > "$OUT/health.txt" || { cat "$OUT/health.txt"; fail "HEALTHCHECK command fails"; }
 tail -n 4 "$OUT/health.txt" | sed 's/^/[doctor] /'
 # The models inside are byte-identical to models/ of this checkout.
-"$PYTHON" - "$OUT/doctor.json" models <<'EOF' || fail "models in the image differ from models/"
+"$PYTHON" - "$OUT/doctor.json" models "$EXTRA" <<'EOF' || fail "doctor report / models differ"
 import hashlib, json, sys
 from pathlib import Path
 report = json.load(open(sys.argv[1]))
 inside = {m["name"]: m["sha256"] for m in report["models"]}
 here = {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(sys.argv[2]).glob("*.onnx")}
 assert report["healthy"], report["reason"]
-assert "onnxruntime-gpu" not in report["ort_distributions"], report["ort_distributions"]
+want = {"cpu": "onnxruntime", "gpu": "onnxruntime-gpu"}[sys.argv[3]]
+assert list(report["ort_distributions"]) == [want], report["ort_distributions"]
+cuda = report["cuda"]
+print(f"[smoke] CUDA provider listed={cuda['listed']} initialised={cuda['initialised']}: "
+      f"{cuda['detail']}")
 print(f"[smoke] doctor: healthy, onnxruntime {report['ort_version']}, "
       f"providers {report['available_providers']}, models {sorted(inside)}")
 sys.exit(0 if inside == here else 1)
 EOF
+
+if [[ $EXTRA == gpu ]]; then
+    # buildah run passes no GPU in: this shows the reason doctor gives for CUDA.
+    run_in "${ENTRY[@]}" doctor --device cuda > /dev/null 2> "$OUT/doctor-cuda.txt" || true
+    echo "[smoke] doctor --device cuda: $(grep "^unhealthy:" "$OUT/doctor-cuda.txt" || echo healthy)"
+fi
 
 step "smoke: classify example catalogue (container vs host, CPU)"
 if (cd "$ROOT" && "$PYTHON" -m galmerge classify --help 2>/dev/null | grep -q -- '--catalog'); then

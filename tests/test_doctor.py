@@ -18,6 +18,7 @@ from galmerge.inference.doctor import (
     check_provider,
     probe_expected,
     probe_model_bytes,
+    provider_failure_reason,
     run_doctor,
 )
 
@@ -83,6 +84,32 @@ def test_missing_provider_is_reported_not_raised() -> None:
     check = check_provider(ort, "NoSuchExecutionProvider")
     assert not check.listed and not check.initialised
     assert "not in this ONNX Runtime build" in check.detail
+
+
+# ONNX Runtime 1.26.0 (onnxruntime-gpu) in a container without CUDA libraries, verbatim
+# (as captured by the image smoke test, docker/build-and-smoke.sh GALMERGE_EXTRA=gpu).
+ORT_CUDA_LOG = [
+    "\x1b[1;31m2026-11-27 02:34:12.487762377 [E:onnxruntime:Default, provider_bridge_ort.cc:2369 "
+    "TryGetProviderInfo_CUDA] /onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:"
+    "1962 onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 : "
+    "FAIL : Failed to load library /opt/galmerge/venv/lib/python3.11/site-packages/onnxruntime/"
+    "capi/libonnxruntime_providers_cuda.so with error: libcublasLt.so.12: cannot open shared "
+    "object file: No such file or directory",
+    "\x1b[m",
+    "\x1b[0;93m2026-11-27 02:34:12.487808926 [W:onnxruntime:Default, onnxruntime_pybind_state.cc:"
+    "1094 CreateExecutionProviderFactoryInstance] Failed to create CUDAExecutionProvider. Require "
+    "cuDNN 9.* and CUDA 12.*. Please install all dependencies as mentioned in the GPU "
+    "requirements page, make sure they're in the PATH, and that your GPU is supported.\x1b[m",
+]
+
+
+def test_provider_failure_reason_names_the_missing_library() -> None:
+    assert provider_failure_reason(ORT_CUDA_LOG) == (
+        "libcublasLt.so.12: cannot open shared object file: No such file or directory "
+        "(loading libonnxruntime_providers_cuda.so)")
+    assert provider_failure_reason(ORT_CUDA_LOG[2:]).startswith(
+        "Failed to create CUDAExecutionProvider. Require cuDNN 9.* and CUDA 12.*")
+    assert provider_failure_reason([]) == ""
 
 
 def test_healthy_with_a_valid_model(tmp_path: Path) -> None:

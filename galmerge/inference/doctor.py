@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import re
 import struct
 import sys
 import tempfile
@@ -219,12 +220,29 @@ def _captured_stderr() -> Iterator[list[str]]:
             lines.extend(tmp.read().decode(errors="replace").splitlines())
 
 
-def _last_error_line(lines: list[str]) -> str:
-    for line in reversed(lines):
-        text = line.strip()
-        if text and ("error" in text.lower() or "fail" in text.lower()):
-            return text[-400:]
-    return lines[-1].strip()[-400:] if lines else ""
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def provider_failure_reason(log_lines: list[str]) -> str:
+    """The root cause in ONNX Runtime's log of a failed provider, as one short line.
+
+    Prefers the first error-level line (``[E:...]``), e.g. ``libcublasLt.so.12:
+    cannot open shared object file ... (loading libonnxruntime_providers_cuda.so)``,
+    over the generic warning that follows it.
+    """
+    lines = [_ANSI.sub("", line).strip() for line in log_lines]
+    lines = [line for line in lines if line]
+    for marker in ("[E:", "[W:"):
+        for line in lines:
+            if marker not in line:
+                continue
+            text = line.split("] ", 1)[-1]
+            if "with error: " in text:
+                head, err = text.rsplit("with error: ", 1)
+                library = head.rsplit("Failed to load library ", 1)[-1].strip()
+                return f"{err.strip()} (loading {Path(library).name})"[:400]
+            return text.split(" : FAIL : ", 1)[-1].strip()[:400]
+    return lines[-1][:400] if lines else ""
 
 
 def check_provider(ort: Any, provider: str) -> ProviderCheck:
@@ -249,7 +267,7 @@ def check_provider(ort: Any, provider: str) -> ProviderCheck:
             check.detail = f"session creation failed: {' '.join(str(exc).split())[:400]}"
             return check
     if provider not in active:
-        why = _last_error_line(log)
+        why = provider_failure_reason(log)
         check.detail = (f"{provider} is listed but did not initialise"
                         + (f": {why}" if why else " (ONNX Runtime fell back to the CPU)"))
         return check
