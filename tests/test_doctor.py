@@ -191,22 +191,46 @@ def test_cli_rejects_unknown_device() -> None:
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown device 'tpu'")
 
 
-def test_two_runtime_distributions_are_flagged(tmp_path: Path) -> None:
-    """A second ORT distribution's metadata (as pip leaves it) triggers the warning."""
-    write_model(tmp_path / "m.onnx")
-    site = tmp_path / "site"
-    dist = site / "onnxruntime_gpu-1.26.0.dist-info"
+def _fake_dist(site: Path, name: str, version: str) -> None:
+    """The metadata pip leaves for an installed distribution."""
+    dist = site / f"{name.replace('-', '_')}-{version}.dist-info"
     dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\n"
-                                   "Version: 1.26.0\n")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_two_runtime_distributions_in_one_site_dir_are_flagged(tmp_path: Path) -> None:
+    """onnxruntime-gpu's metadata beside the imported onnxruntime: the broken install."""
+    write_model(tmp_path / "m.onnx")
+    real = Path(ort.__file__).parent
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "onnxruntime").symlink_to(real, target_is_directory=True)
+    for dist in real.parent.glob("onnxruntime-*.dist-info"):
+        (site / dist.name).symlink_to(dist, target_is_directory=True)
+    _fake_dist(site, "onnxruntime-gpu", "1.26.0")
     env = {"GALMERGE_MODELS": str(tmp_path), "PYTHONPATH": f"{ROOT}{os.pathsep}{site}"}
     auto = run_cli("--json", env=env)
     data = json.loads(auto.stdout)
-    assert auto.returncode == 0
+    assert auto.returncode == 0, auto.stderr
+    assert sorted(data["ort_distributions"]) == ["onnxruntime", "onnxruntime-gpu"]
     assert any("onnxruntime and onnxruntime-gpu are installed together" in w
                for w in data["warnings"])
     cuda = run_cli("--device", "cuda", env=env)
     assert cuda.returncode == 1
+    assert "installed together" in cuda.stdout
+
+
+def test_a_shadowed_distribution_elsewhere_is_harmless(tmp_path: Path) -> None:
+    """A second distribution further down sys.path is reported but not a conflict."""
+    write_model(tmp_path / "m.onnx")
+    other = tmp_path / "other-site"
+    _fake_dist(other, "onnxruntime-gpu", "1.26.0")
+    env = {"GALMERGE_MODELS": str(tmp_path), "PYTHONPATH": f"{ROOT}{os.pathsep}{other}"}
+    proc = run_cli("--json", env=env)
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 0 and data["warnings"] == []
+    assert list(data["ort_distributions"]) == ["onnxruntime"]
+    assert data["ort_shadowed"] == [f"onnxruntime-gpu 1.26.0 ({other})"]
 
 
 def test_doctor_never_imports_torch(tmp_path: Path) -> None:

@@ -88,6 +88,7 @@ class DoctorReport:
     platform: str
     device: str
     ort_distributions: dict[str, str]
+    ort_shadowed: list[str]
     ort_version: str | None
     ort_build_device: str | None
     available_providers: list[str]
@@ -284,12 +285,16 @@ def check_provider(ort: Any, provider: str) -> ProviderCheck:
 
 
 def default_models_location() -> Path | None:
-    """Where installed models live: ``$GALMERGE_MODELS``, else ``models/`` of a source checkout."""
+    """Where installed models live: the first that exists of ``$GALMERGE_MODELS``,
+    ``models/`` of a source checkout, ``<prefix>/share/galmerge/models``."""
     env = os.environ.get(MODELS_ENV)
     if env:
         return Path(env)
-    checkout = Path(__file__).resolve().parents[2] / "models"
-    return checkout if checkout.is_dir() else None
+    for folder in (Path(__file__).resolve().parents[2] / "models",
+                   Path(sys.prefix) / "share" / "galmerge" / "models"):
+        if folder.is_dir():
+            return folder
+    return None
 
 
 def sha256_file(path: Path) -> str:
@@ -364,12 +369,26 @@ def find_models(location: Path) -> list[Path]:
 # --- the report --------------------------------------------------------------------
 
 
-def _installed_ort_distributions() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for name in ORT_DISTRIBUTIONS:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found[name] = importlib.metadata.version(name)
-    return found
+def _ort_distributions(active_dir: Path | None) -> tuple[dict[str, str], list[str]]:
+    """ONNX Runtime distributions installed where the imported package lives, and elsewhere.
+
+    Two distributions in the *same* site directory overwrite each other's files
+    (the CUDA provider then disappears). One in another directory further down
+    ``sys.path`` is merely shadowed (e.g. a ``--system-site-packages`` venv that
+    adds onnxruntime-gpu over a system onnxruntime) and does no harm.
+    """
+    together: dict[str, str] = {}
+    shadowed: list[str] = []
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name not in ORT_DISTRIBUTIONS:
+            continue
+        where = Path(os.path.abspath(str(dist.locate_file(""))))
+        if active_dir is None or where == active_dir:
+            together.setdefault(name, dist.version)
+        elif f"{name} {dist.version} ({where})" not in shadowed:
+            shadowed.append(f"{name} {dist.version} ({where})")
+    return together, shadowed
 
 
 def run_doctor(models: Path | None = None, device: str = "auto") -> DoctorReport:
@@ -385,20 +404,21 @@ def run_doctor(models: Path | None = None, device: str = "auto") -> DoctorReport
         raise GalmergeError(f"unknown device {device!r}", hint=f"use one of {', '.join(DEVICES)}")
     problems: list[str] = []
     warnings: list[str] = []
-    dists = _installed_ort_distributions()
-    if len(dists) > 1:
-        names = " and ".join(sorted(dists))
-        message = (f"{names} are installed together: they overwrite each other and the CUDA "
-                   f"provider disappears; `pip uninstall {' '.join(sorted(dists))}` and "
-                   "reinstall only one (galmerge[cpu] or galmerge[gpu])")
-        (problems if device == "cuda" else warnings).append(message)
-
     try:
         import onnxruntime as ort
     except ImportError as exc:
         ort = None
         problems.append(f"ONNX Runtime cannot be imported ({exc}); install galmerge[cpu] "
                         "or galmerge[gpu]")
+    active_dir = (Path(os.path.abspath(ort.__file__)).parent.parent
+                  if ort is not None and getattr(ort, "__file__", None) else None)
+    dists, shadowed = _ort_distributions(active_dir)
+    if len(dists) > 1:
+        names = " and ".join(sorted(dists))
+        message = (f"{names} are installed together: they overwrite each other and the CUDA "
+                   f"provider disappears; `pip uninstall {' '.join(sorted(dists))}` and "
+                   "reinstall only one (galmerge[cpu] or galmerge[gpu])")
+        (problems if device == "cuda" else warnings).append(message)
 
     cuda = ProviderCheck(provider="CUDAExecutionProvider", listed=False,
                          detail="not checked (--device cpu)" if device == "cpu" else "")
@@ -440,6 +460,7 @@ def run_doctor(models: Path | None = None, device: str = "auto") -> DoctorReport
                  f" ({struct.calcsize('P') * 8}-bit)",
         device=device,
         ort_distributions=dists,
+        ort_shadowed=shadowed,
         ort_version=getattr(ort, "__version__", None),
         ort_build_device=ort.get_device() if ort is not None else None,
         available_providers=providers,
@@ -463,6 +484,7 @@ def format_report(report: DoctorReport) -> str:
         f"platform      {report.platform}",
         f"onnxruntime   {report.ort_version or 'not importable'} (installed: {dists}; "
         f"build: {report.ort_build_device or '-'})",
+        *(f"              (shadowed, unused: {s})" for s in report.ort_shadowed),
         f"providers     {', '.join(report.available_providers) or 'none'}",
         f"CUDA usable   {cuda_line}",
         f"models        {report.models_dir or 'none'}",
