@@ -10,6 +10,7 @@ never loads torch.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -91,18 +92,154 @@ def simulate(
     not_implemented("simulate")
 
 
-@app.command()
+_TRAIN_HELP = (
+    "Train a domain-adapted DeepMerge/ResNet18 (MMD, DANN, Fisher, entropy).\n\n"
+    "SOURCE must be labelled; TARGET may be unlabelled (its labels, if any, are used only for "
+    "the test metrics). Both may be any dataset layout galmerge reads (.h5, paper .npy pair, "
+    "directory of cutouts). Hyper-parameters come from the paper's Table A2 row matching "
+    "--method/--fisher/--entropy/--arch, or from --preset; options you give override them.\n\n"
+    "Writes OUT/best.pt, config.json, history.csv and metrics.json.\n\n"
+    "Example: galmerge train --source sim/source.h5 --target sim/target.h5 --method mmd "
+    "--out runs/mmd"
+)
+
+
+@app.command(help=_TRAIN_HELP)
 @user_errors
-def train() -> None:
-    """Train a domain-adapted DeepMerge/ResNet18 (MMD, DANN, Fisher, entropy)."""
-    not_implemented("train")
+def train(
+    source: Annotated[Path, typer.Option("--source", help="Labelled source dataset.")],
+    target: Annotated[Path, typer.Option("--target", help="Target dataset (labels optional).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory for best.pt etc.")],
+    method: Annotated[str | None, typer.Option(
+        "--method", help="Transfer loss: none, mmd or dann.")] = None,
+    fisher: Annotated[bool | None, typer.Option(
+        "--fisher/--no-fisher", help="Add the Fisher loss (Eq. 10).", show_default=False)] = None,
+    entropy: Annotated[bool | None, typer.Option(
+        "--entropy/--no-entropy", help="Add entropy minimisation on target (Eq. 11).",
+        show_default=False)] = None,
+    arch: Annotated[str | None, typer.Option(
+        "--arch", help="deepmerge (Table A1) or resnet18.")] = None,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help="Named paper setting, e.g. paper-simsim-mmd (see README).")] = None,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Start from this checkpoint's weights (transfer learning).")] = None,
+    freeze: Annotated[str | None, typer.Option(
+        "--freeze", help="none or conv (freeze conv+BN layers of --init-from).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Maximum epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Images per domain per step.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay")] = None,
+    cycle_length: Annotated[float | None, typer.Option(
+        "--cycle-length", help="One-cycle LR period in epochs.")] = None,
+    patience: Annotated[int | None, typer.Option(
+        "--patience", help="Early-stopping patience in epochs.")] = None,
+    lambda_tl: Annotated[float | None, typer.Option(
+        "--lambda-tl", help="Transfer-loss weight (Eq. 2).")] = None,
+    lambda_w: Annotated[float | None, typer.Option(
+        "--lambda-w", help="Fisher intra-class weight.")] = None,
+    lambda_b: Annotated[float | None, typer.Option(
+        "--lambda-b", help="Fisher inter-class weight.")] = None,
+    lambda_em: Annotated[float | None, typer.Option(
+        "--lambda-em", help="Entropy weight (Eq. 2).")] = None,
+    fisher_kind: Annotated[str | None, typer.Option(
+        "--fisher-kind", help="tr (trace ratio) or td (trace difference).")] = None,
+    mmd_kernels: Annotated[str | None, typer.Option(
+        "--mmd-kernels", help="batch (widths 2^k x mean distance) or paper (19 fixed).")] = None,
+    grl_schedule: Annotated[str | None, typer.Option(
+        "--grl-schedule", help="ganin (warm-up) or constant.")] = None,
+    dc_lr_mult: Annotated[float | None, typer.Option(
+        "--dc-lr-mult", help="Domain classifier LR multiplier.")] = None,
+    dropout: Annotated[float | None, typer.Option(
+        "--dropout", help="Dropout before the ResNet18 head.")] = None,
+    selection: Annotated[str | None, typer.Option(
+        "--selection", help="Best-epoch criterion: auto, source-loss, source-loss+mmd.")] = None,
+    augment: Annotated[bool | None, typer.Option(
+        "--augment/--no-augment", help="Random flips and 90-degree rotations.",
+        show_default=False)] = None,
+    source_labels: Annotated[Path | None, typer.Option(
+        "--source-labels", help="Labels file for a .npy or directory source.")] = None,
+    target_labels: Annotated[Path | None, typer.Option(
+        "--target-labels", help="Labels file for a .npy or directory target.")] = None,
+    source_crop: Annotated[float | None, typer.Option(
+        "--source-crop", help="Central fraction of directory cutouts (source).")] = None,
+    target_crop: Annotated[float | None, typer.Option(
+        "--target-crop", help="Central fraction of directory cutouts (target).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (paper: 1).")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="auto, cpu or cuda.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Allow an OUT that already holds best.pt.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No per-epoch lines.")] = False,
+) -> None:
+    from galmerge.training.presets import build_config
+    from galmerge.training.trainer import train as run_training
+
+    overrides = dict(
+        source=source, target=target, out=str(out), method=method, fisher=fisher,
+        entropy=entropy, arch=arch, init_from=str(init_from) if init_from else None,
+        freeze=freeze, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        cycle_length=cycle_length, patience=patience, lambda_tl=lambda_tl, lambda_w=lambda_w,
+        lambda_b=lambda_b, lambda_em=lambda_em, fisher_kind=fisher_kind, mmd_kernels=mmd_kernels,
+        grl_schedule=grl_schedule, dc_lr_mult=dc_lr_mult, dropout=dropout, selection=selection,
+        augment=augment, source_labels=source_labels, target_labels=target_labels,
+        source_crop=source_crop, target_crop=target_crop, seed=seed, device=device,
+        threads=threads,
+    )
+    config = build_config(overrides, preset)
+    show = sys.stderr.isatty() and not quiet
+    result = run_training(config, log=None if quiet else (lambda m: typer.echo(m, err=True)),
+                          progress=show, overwrite=overwrite)
+    m = result.metrics
+    typer.echo(f"best epoch {result.best_epoch} of {result.epochs_run}; wrote {result.checkpoint}")
+    for role in ("source", "target"):
+        t = m.get(f"{role}_test")
+        if t:
+            auc = "n/a" if t["auc"] is None else f"{t['auc']:.3f}"
+            typer.echo(f"{role} test: accuracy {t['accuracy']:.3f}  AUC {auc}  "
+                       f"F1 {t['f1']:.3f}  Brier {t['brier']:.3f}  (n={t['n']})")
+        else:
+            typer.echo(f"{role} test: no labels")
 
 
 @app.command()
 @user_errors
-def evaluate() -> None:
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="best.pt from `galmerge train`.")],
+    data: Annotated[Path, typer.Argument(help="A labelled dataset (.h5, .npy pair, directory).")],
+    split: Annotated[str, typer.Option(
+        "--split", help="train, val, test or all.")] = "test",
+    domain: Annotated[str | None, typer.Option(
+        "--domain", help="Use the source or target normalisation (default: the domain whose "
+        "data or pixel convention matches, else target).")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="Labels file for a .npy array or a directory of cutouts.")] = None,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", help="Bootstrap resamples for 95% intervals (0 = none).")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Report AUC, accuracy, precision, recall, F1, Brier and the confusion matrix."""
-    not_implemented("evaluate")
+    import json
+
+    from galmerge.training.evaluate import evaluate_checkpoint
+    from galmerge.training.metrics import format_metrics
+
+    res = evaluate_checkpoint(checkpoint, data, split=split, domain=domain, labels=labels,
+                              batch_size=batch_size, device=device, bootstrap=bootstrap)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2, sort_keys=True))
+        return
+    typer.echo(f"{res['checkpoint']} ({res['arch']}, epoch {res['epoch']}) on {res['data']} "
+               f"split {res['split']}, {res['domain']} normalisation ({res['domain_reason']})")
+    if res["n_unlabelled_skipped"]:
+        typer.echo(f"  skipped {res['n_unlabelled_skipped']} unlabelled images")
+    typer.echo(format_metrics(res))
+    if "ci95" in res:
+        typer.echo("  95% bootstrap intervals (stratified): " + ", ".join(
+            f"{k} [{lo:.3f}, {hi:.3f}]" for k, (lo, hi) in res["ci95"].items()))
 
 
 @app.command()
@@ -121,9 +258,47 @@ def classify() -> None:
 
 @app.command()
 @user_errors
-def report() -> None:
+def report(
+    rundir: Annotated[Path, typer.Argument(help="A `galmerge train` output directory.")],
+    compare: Annotated[list[Path] | None, typer.Option(
+        "--compare", help="Other run directories to draw beside it (repeat).")] = None,
+    name: Annotated[list[str] | None, typer.Option(
+        "--name", help="Legend names: one for RUNDIR then one per --compare (repeat).")] = None,
+    source_data: Annotated[Path | None, typer.Option(
+        "--source-data", help="Score this source dataset instead of the run's own.")] = None,
+    source_labels: Annotated[Path | None, typer.Option(
+        "--source-labels", help="Labels file for --source-data.")] = None,
+    source_split: Annotated[str, typer.Option(
+        "--source-split", help="Split of the source data: train/val/test/all.")] = "test",
+    target_data: Annotated[Path | None, typer.Option(
+        "--target-data", help="Score this (labelled) target dataset instead of the run's own, "
+        "e.g. real SDSS dev images.")] = None,
+    target_labels: Annotated[Path | None, typer.Option(
+        "--target-labels", help="Labels file for --target-data.")] = None,
+    target_split: Annotated[str | None, typer.Option(
+        "--target-split", help="Split of the target data (default: test for the run's own "
+        "target, all for --target-data).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output folder (default RUNDIR/report).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    tsne_per_domain: Annotated[int, typer.Option(
+        "--tsne-per-domain", min=10, help="Latent vectors per domain in the t-SNE.")] = 300,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals (0 = none).")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling and t-SNE.")] = 0,
+) -> None:
     """Diagnostic plots (ROC, histograms, t-SNE, Grad-CAM, curves) and an HTML summary."""
-    not_implemented("report")
+    from galmerge.training.report import DataChoice, build_report
+
+    src = (DataChoice(str(source_data), str(source_labels) if source_labels else None,
+                      source_split) if source_data else None)
+    tgt = (DataChoice(str(target_data), str(target_labels) if target_labels else None,
+                      target_split or "all") if target_data else None)
+    page = build_report(rundir, compare=list(compare or []), names=list(name or []) or None,
+                        source_data=src, target_data=tgt, out=out, device=device,
+                        tsne_per_domain=tsne_per_domain, bootstrap=bootstrap, seed=seed,
+                        own_splits={"source": source_split, "target": target_split or "test"})
+    typer.echo(f"wrote {page} (and the PNG figures beside it)")
 
 
 @app.command()
