@@ -27,6 +27,7 @@
 #                   without one, a random-weight DeepMerge is exported with torch)
 #   --batch N       fixed batch for (c) (default 256)
 #   --rows N        catalogue rows for the end-to-end timing (default 20000)
+#   --train-n N     images per domain for the `galmerge train` epoch (default 2048)
 #   --no-install    never pip-install onnxruntime-gpu
 #   --out DIR       work/report directory (default: a new temp dir)
 #   --cpu-only      skip everything CUDA (exercises the script on a machine without a GPU)
@@ -34,13 +35,14 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 2
-PY=""; MODEL=""; BATCH=256; ROWS=20000; INSTALL=1; OUT=""; CPU_ONLY=0
+PY=""; MODEL=""; BATCH=256; ROWS=20000; INSTALL=1; OUT=""; CPU_ONLY=0; TRAIN_N=2048
 while [[ $# -gt 0 ]]; do
     case $1 in
         --python) PY=$2; shift 2 ;;
         --model) MODEL=$2; shift 2 ;;
         --batch) BATCH=$2; shift 2 ;;
         --rows) ROWS=$2; shift 2 ;;
+        --train-n) TRAIN_N=$2; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
         --out) OUT=$2; shift 2 ;;
         --cpu-only) CPU_ONLY=1; INSTALL=0; shift ;;
@@ -48,7 +50,9 @@ while [[ $# -gt 0 ]]; do
         *) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[[ $BATCH =~ ^[1-9][0-9]*$ && $ROWS =~ ^[1-9][0-9]*$ ]] || { echo "gpu_check: --batch/--rows must be positive integers" >&2; exit 2; }
+for v in "$BATCH" "$ROWS" "$TRAIN_N"; do
+    [[ $v =~ ^[1-9][0-9]*$ ]] || { echo "gpu_check: --batch/--rows/--train-n must be positive integers" >&2; exit 2; }
+done
 if [[ -z $PY ]]; then
     if [[ -x $ROOT/.venv/bin/python ]]; then PY=$ROOT/.venv/bin/python; else PY=python3; fi
 fi
@@ -198,11 +202,36 @@ if [[ -z $TORCH ]]; then
     say "train_epoch: skipped (torch not importable from $PY)"
 else
     say "torch: ${TORCH% *} (cuda available: ${TORCH#* })"
+    # The training hot loop alone: DeepMerge, random images, cross-entropy, Adam.
     run 120 "$PY" benchmarks/gpu_check.py train --device cpu --n 256 --batch 64
+    devices=(cpu)
     if [[ $CPU_ONLY != 1 && ${TORCH#* } == 1 ]]; then
         run 180 "$PY" benchmarks/gpu_check.py train --device cuda --n 4096 --batch 64
+        devices+=(cuda)
     elif [[ $CPU_ONLY != 1 ]]; then
         say "train_epoch[cuda]: skipped (torch has no CUDA here)"
+    fi
+    # One epoch of the real `galmerge train` (MMD, DeepMerge) on a small set.
+    if gm train --help 2>/dev/null | grep -q -- '--device'; then
+        n=$TRAIN_N
+        if ! timeout 300 "$PY" -m galmerge simulate --n "$n" --out "$OUT/sim" > "$OUT/sim.log" 2>&1; then
+            run 300 "$PY" benchmarks/gpu_check.py dataset --n "$n" --out "$OUT/sim"
+        else
+            say "dataset: galmerge simulate --n $n"
+        fi
+        for dev in "${devices[@]}"; do
+            t1=$(date +%s.%N)
+            if timeout 600 "$PY" -m galmerge train --source "$OUT/sim/source.h5" --target "$OUT/sim/target.h5" \
+                   --method mmd --arch deepmerge --epochs 1 --device "$dev" --quiet --overwrite \
+                   --out "$OUT/train-$dev" > "$OUT/train-$dev.log" 2>&1; then
+                t2=$(date +%s.%N)
+                say "galmerge_train_1_epoch[$dev, mmd, $n+$n images]: $("$PY" -c "print(f'{$t2 - $t1:.1f}')") s wall (process start, data, validation included)"
+            else
+                say "galmerge_train_1_epoch[$dev]: failed (see $OUT/train-$dev.log)"; tail -n 2 "$OUT/train-$dev.log" | sed 's/^/  | /'
+            fi
+        done
+    else
+        say "galmerge_train: skipped (no galmerge train --device in this checkout)"
     fi
 fi
 
