@@ -82,14 +82,29 @@ def _root(
 def simulate(
     out: Annotated[Path, typer.Option(
         "--out", help="Output directory for source.h5 and target.h5.")],
-    n: Annotated[int, typer.Option("--n", min=2, help="Images per domain.")] = 6000,
+    n: Annotated[int, typer.Option("--n", help="Images per domain (at least 2).")] = 6000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 1,
     survey: Annotated[str, typer.Option(
         "--survey", help="'hst' (paper §4.1 sim->sim: pristine vs noisy) or 'sdss' (SDSS-like "
         "colour JPEG source for sim->real).")] = "hst",
 ) -> None:
-    """Simulate labelled galaxy images: a pristine source and a noisy target domain."""
-    not_implemented("simulate")
+    """Simulate labelled galaxy images (balanced mergers / non-mergers, 3x75x75).
+
+    --survey hst writes OUT/source.h5 (pristine: PSF-convolved) and OUT/target.h5 (noisy: the
+    same galaxies plus sky noise), as in the paper's sim->sim experiment. --survey sdss writes
+    OUT/source.h5 with SDSS-like colour-JPEG images for training against real SDSS cutouts.
+    """
+    import time
+
+    from galmerge.data.simulator import simulate as run_simulation
+
+    t0 = time.perf_counter()
+    result = run_simulation(out, n=n, seed=seed, survey=survey)
+    took = time.perf_counter() - t0
+    for path in result.paths:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"{result.n} images per file, seed {result.seed}, survey {result.survey}, "
+               f"{took:.1f} s")
 
 
 _TRAIN_HELP = (
@@ -244,16 +259,86 @@ def evaluate(
 
 @app.command()
 @user_errors
-def export() -> None:
+def export(
+    ckpt: Annotated[Path, typer.Argument(help="Checkpoint (best.pt) written by `galmerge train`.")],
+    out: Annotated[Path, typer.Argument(help="ONNX file to write (a model card OUT.md is "
+                                              "written beside it).")],
+    domain: Annotated[str, typer.Option(
+        "--domain", help="Whose pixel convention and normalisation the model takes: 'target' "
+        "(the survey images it will classify) or 'source'.")] = "target",
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 18,
+    features: Annotated[bool, typer.Option(
+        "--features", help="Also output the latent features (N, F).")] = False,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Model name recorded in the metadata (default: the file stem).")] = None,
+) -> None:
     """Export a checkpoint to a self-describing ONNX model (checked against PyTorch)."""
-    not_implemented("export")
+    from galmerge.export import PARITY_TOLERANCE, export_onnx  # torch: only here
+
+    res = export_onnx(ckpt, out, domain=domain, opset=opset, with_features=features,
+                      model_name=name)
+    worst = res.parity.get("max", float("nan"))
+    typer.echo(f"wrote {res.path} (sha256 {res.sha256[:16]}…) and {res.card}")
+    typer.echo(f"ONNX Runtime vs PyTorch: max |Δp| = {worst:.1e} (limit {PARITY_TOLERANCE:g}) "
+               f"at batch 1 and 1000; " + "; ".join(res.notes))
 
 
 @app.command()
 @user_errors
-def classify() -> None:
+def classify(
+    catalog: Annotated[Path, typer.Option(
+        "--catalog", help="Catalogue: CSV, ECSV, FITS, VOTable, Parquet or HDF5 table.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", help="ONNX model (path or name); default: the shipped deepmerge-sdss.onnx "
+        "(searched in $GALMERGE_MODELS, models/, <prefix>/share/galmerge/models).")] = None,
+    cutouts: Annotated[Path | None, typer.Option(
+        "--cutouts", help="Folder of cutout files named by id (any image extension), or an "
+        "HDF5 cube from `galmerge simulate`. Without it, the file_loc column is used.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Output catalogue; format by extension (.csv .parquet .fits "
+        ".ecsv .vot .h5). Default: <catalogue stem>_scores.<ext> beside the catalogue.")] = None,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="Catalogue format when the extension does not tell (csv, ecsv, fits, "
+        "votable, parquet, hdf5).")] = None,
+    id_col: Annotated[str | None, typer.Option("--id-col", help="Id column.")] = None,
+    ra_col: Annotated[str | None, typer.Option("--ra-col", help="RA column.")] = None,
+    dec_col: Annotated[str | None, typer.Option("--dec-col", help="Dec column.")] = None,
+    file_loc_col: Annotated[str | None, typer.Option(
+        "--file-loc-col", help="Column of cutout paths (default: file_loc).")] = None,
+    pattern: Annotated[str | None, typer.Option(
+        "--pattern", help="Cutout file name in --cutouts, with {id} and/or {row}, e.g. "
+        "'{id}.jpeg'.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1,
+                                            help="Images per model call.")] = 256,
+    chunk_size: Annotated[int, typer.Option(
+        "--chunk-size", min=1, help="Rows per chunk (unit of work and of --resume).")] = 8192,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="ONNX Runtime threads (default: cores available).")] = None,
+    threshold: Annotated[float, typer.Option(
+        "--threshold", min=0.0, max=1.0, help="is_merger = p_merger >= threshold.")] = 0.5,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run from its last completed chunk.")] = False,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=1, help="Classify only the first N rows.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
     """Score every row of a catalogue; write probabilities and a status per row."""
-    not_implemented("classify")
+    import sys
+
+    from galmerge.inference.pipeline import ClassifyOptions, classify_catalog
+    from galmerge.inference.progress import RunProgress, print_summary
+
+    opts = ClassifyOptions(
+        threshold=threshold, batch_size=batch_size, chunk_size=chunk_size, id_col=id_col,
+        ra_col=ra_col, dec_col=dec_col, file_loc_col=file_loc_col,
+        cutouts=str(cutouts) if cutouts else None, pattern=pattern, format=fmt, limit=limit,
+        device=device, threads=threads)
+    with RunProgress(enabled=not quiet) as prog:
+        summary = classify_catalog(catalog, model=model, output=output, options=opts,
+                                   resume=resume, command=["galmerge", *sys.argv[1:]],
+                                   progress=prog)
+    print_summary(summary)
 
 
 @app.command()

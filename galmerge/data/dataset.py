@@ -309,6 +309,17 @@ class DatasetWriter:
         self._images[start:start + k] = images.astype(np.float32, copy=False)
         self._written += k
 
+    def write_extra(self, name: str, values: np.ndarray) -> None:
+        """Store a per-image column ``extra/<name>`` (N, ...) beside the images.
+
+        Used for simulation truth (merger stage, separation, mass ratio, ...);
+        readers of the format ignore the ``extra`` group.
+        """
+        arr = np.asarray(values)
+        if arr.shape[:1] != (self._n,):
+            raise ValueError(f"extra column {name!r} must have {self._n} rows, got {arr.shape}")
+        self._h5.require_group("extra").create_dataset(name, data=arr)
+
     def close(self) -> None:
         """Finish the file and move it into place."""
         self._h5.close()

@@ -1,0 +1,112 @@
+"""The embedded galaxy simulator: labelled training images without downloads.
+
+Two modes (``survey``):
+
+* ``"hst"`` — the paper's simulation-to-simulation experiment (§4.1): a
+  pristine PSF-convolved ``source.h5`` and a noisy ``target.h5`` holding the
+  same galaxies, three HST-like bands, linear flux (:mod:`.hst`).
+* ``"sdss"`` — an SDSS-like labelled source for simulation-to-real training:
+  g, r, i at SDSS pixel scale and seeing, sky noise at SDSS depth, neighbours
+  and stars, real-sky backgrounds, the SDSS colour stretch and JPEG
+  compression, rendered as the central crop of a Galaxy Zoo cutout
+  (:mod:`.sdss`).
+
+Everything is vectorised over batches and deterministic for a seed: the same
+seed gives byte-identical files. See ``docs/simulator.md``. Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from galmerge.errors import GalmergeError
+
+SURVEYS = ("hst", "sdss")
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What :func:`simulate` wrote."""
+
+    survey: str
+    paths: tuple[Path, ...]
+    n: int
+    seed: int
+
+
+def simulate(
+    out_dir: str | Path, n: int = 6000, seed: int = 1, survey: str = "hst",
+    *, config: object | None = None,
+) -> SimulationResult:
+    """Simulate labelled galaxy images and write them as galmerge dataset files.
+
+    Args:
+        out_dir: directory to write to (created if missing).
+        n: images per domain (at least 2; classes balanced).
+        seed: random seed; the same seed gives byte-identical files.
+        survey: ``"hst"`` (writes ``source.h5`` pristine and ``target.h5``
+            noisy, paper §4.1) or ``"sdss"`` (writes ``source.h5`` in the
+            ``sdss-colour-jpeg`` convention).
+        config: an :class:`~.hst.HSTConfig` / :class:`~.sdss.SDSSConfig` to
+            override the defaults.
+
+    Returns:
+        The written paths.
+
+    Raises:
+        GalmergeError: bad ``n``, unknown survey, unwritable ``out_dir``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
+        raise GalmergeError(f"--n must be an integer of at least 2, got {n!r}")
+    if survey not in SURVEYS:
+        raise GalmergeError(f"unknown survey {survey!r}", hint=f"use one of {', '.join(SURVEYS)}")
+    out = _writable_dir(Path(out_dir))
+    if survey == "hst":
+        from galmerge.data.simulator.hst import HSTConfig, simulate_hst
+
+        cfg = config if config is not None else HSTConfig()
+        if not isinstance(cfg, HSTConfig):
+            raise GalmergeError("survey 'hst' needs an HSTConfig")
+        paths: tuple[Path, ...] = simulate_hst(out, int(n), int(seed), cfg)
+    else:
+        try:
+            from galmerge.data.simulator.sdss import SDSSConfig, simulate_sdss
+        except ImportError:
+            raise GalmergeError("`--survey sdss` is not available in this build yet") from None
+
+        cfg_s = config if config is not None else SDSSConfig()
+        if not isinstance(cfg_s, SDSSConfig):
+            raise GalmergeError("survey 'sdss' needs an SDSSConfig")
+        paths = simulate_sdss(out, int(n), int(seed), cfg_s)
+    return SimulationResult(survey, paths, int(n), int(seed))
+
+
+def _writable_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise GalmergeError(f"{out}: exists and is not a directory",
+                            hint="give a directory for --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GalmergeError(f"{out}: cannot create the output directory ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise GalmergeError(f"{out}: output directory is not writable",
+                            hint="choose another --out or fix its permissions")
+    return out
+
+
+def truth_columns(cat: dict[str, np.ndarray], **more: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image simulation truth to store under ``extra/`` in the dataset files
+    (merger stage index, mass ratio, separation, fluxes, positions, sizes)."""
+    keep = ("stage", "mass_ratio", "sep", "flux", "x1", "y1", "x2", "y2", "r1", "n1", "r2",
+            "n2")
+    out = {k: np.asarray(cat[k]) for k in keep if k in cat}
+    out.update(more)
+    return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
+
+
+__all__ = ["SURVEYS", "SimulationResult", "simulate", "truth_columns"]
