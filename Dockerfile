@@ -43,7 +43,9 @@ ARG GALMERGE_EXTRA=gpu
 # while only the galmerge sources change.
 WORKDIR /src
 COPY pyproject.toml docker/pyproject_requirements.py ./
-RUN python3 pyproject_requirements.py pyproject.toml "${GALMERGE_EXTRA}" > requirements.txt
+# Dask is included, so the same image also serves as a Dask worker
+# (`docker run --entrypoint dask galmerge worker tcp://scheduler:8786`).
+RUN python3 pyproject_requirements.py pyproject.toml "${GALMERGE_EXTRA}" dask > requirements.txt
 # PIP_CERT: pip's own CA bundle does not know a site's extra CAs (an
 # intercepting proxy); the system bundle, when present, does.
 RUN if [ -f /etc/ssl/certs/ca-certificates.crt ]; then \

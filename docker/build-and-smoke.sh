@@ -269,6 +269,13 @@ if (cd "$ROOT" && "$PYTHON" -m galmerge classify --help 2>/dev/null | grep -q --
     "$PYTHON" docker/compare_classify.py "$OUT/host.csv" "$OUT/container.csv" --tol 1e-6 \
         | sed 's/^/[smoke] /'
     [[ ${PIPESTATUS[0]} == 0 ]] || fail "container and host classify disagree"
+    # The image's Dask: the same run on a local cluster of 2 worker processes inside.
+    run_in "${ENTRY[@]}" classify --catalog "/opt/galmerge/$EXAMPLE" --chunk-size 6 \
+        --output /out/container-dask.csv --device cpu --dask-workers 2 > "$OUT/dask.log" 2>&1 \
+        || { cat "$OUT/dask.log"; fail "classify --dask-workers 2 failed in the container"; }
+    "$PYTHON" docker/compare_classify.py "$OUT/host.csv" "$OUT/container-dask.csv" --tol 1e-6 \
+        | sed 's/^/[smoke] dask: /'
+    [[ ${PIPESTATUS[0]} == 0 ]] || fail "container Dask run and host classify disagree"
 else
     echo "[smoke] SKIPPED: this checkout's galmerge has no classify --catalog yet"
 fi

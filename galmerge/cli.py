@@ -322,6 +322,15 @@ def classify(
     limit: Annotated[int | None, typer.Option(
         "--limit", min=1, help="Classify only the first N rows.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    dask: Annotated[str | None, typer.Option(
+        "--dask", help="Run the chunks on a Dask cluster: scheduler address, e.g. "
+        "tcp://scheduler:8786 (workers must see the same paths).")] = None,
+    dask_workers: Annotated[int | None, typer.Option(
+        "--dask-workers", min=1, help="Run the chunks on a local Dask cluster of N worker "
+        "processes.")] = None,
+    dask_resources: Annotated[str | None, typer.Option(
+        "--dask-resources", help="Resources each chunk task needs, e.g. GPU=1 (only workers "
+        "started with --resources GPU=1 run them).")] = None,
 ) -> None:
     """Score every row of a catalogue; write probabilities and a status per row."""
     import sys
@@ -334,10 +343,15 @@ def classify(
         ra_col=ra_col, dec_col=dec_col, file_loc_col=file_loc_col,
         cutouts=str(cutouts) if cutouts else None, pattern=pattern, format=fmt, limit=limit,
         device=device, threads=threads)
+    runner = None
+    if dask or dask_workers or dask_resources:
+        from galmerge.inference.distributed import DaskRunner
+
+        runner = DaskRunner.from_cli(dask, dask_workers, dask_resources)
     with RunProgress(enabled=not quiet) as prog:
         summary = classify_catalog(catalog, model=model, output=output, options=opts,
                                    resume=resume, command=["galmerge", *sys.argv[1:]],
-                                   progress=prog)
+                                   progress=prog, runner=runner)
     print_summary(summary)
 
 

@@ -35,10 +35,7 @@ import numpy as np
 from galmerge import __version__
 from galmerge.conventions import ModelConvention
 from galmerge.errors import GalmergeError
-
-#: Environment variable naming the directory (or one ``.onnx`` file) of
-#: installed models; the container image sets it.
-MODELS_ENV = "GALMERGE_MODELS"
+from galmerge.inference.pipeline import MODELS_ENV
 
 #: Distributions that each provide the ``onnxruntime`` Python package. More
 #: than one installed at once means one overwrote the other's files.
@@ -285,16 +282,14 @@ def check_provider(ort: Any, provider: str) -> ProviderCheck:
 
 
 def default_models_location() -> Path | None:
-    """Where installed models live: the first that exists of ``$GALMERGE_MODELS``,
-    ``models/`` of a source checkout, ``<prefix>/share/galmerge/models``."""
-    env = os.environ.get(MODELS_ENV)
-    if env:
-        return Path(env)
-    for folder in (Path(__file__).resolve().parents[2] / "models",
-                   Path(sys.prefix) / "share" / "galmerge" / "models"):
-        if folder.is_dir():
-            return folder
-    return None
+    """Where installed models live: the first existing folder of classify's model search
+    path (``$GALMERGE_MODELS``, ``models/`` of a checkout, ``<prefix>/share/galmerge/models``);
+    ``$GALMERGE_MODELS`` may also name one ``.onnx`` file."""
+    from galmerge.inference.pipeline import model_search_path
+
+    if os.environ.get(MODELS_ENV):
+        return Path(os.environ[MODELS_ENV])
+    return next((p for p in model_search_path() if p.is_dir()), None)
 
 
 def sha256_file(path: Path) -> str:

@@ -389,6 +389,24 @@ def _result_frame(chunk: pd.DataFrame, p: np.ndarray, status: np.ndarray, detail
     return out
 
 
+# --- running chunks elsewhere (Dask) -------------------------------------------------------
+
+#: Runs the pending chunks into part files: ``runner(spec, chunks, work, progress)``
+#: returns warnings (see :class:`~galmerge.inference.distributed.DaskRunner`).
+ChunkRunner = Callable[[Any, Iterator[tuple[int, int, pd.DataFrame]], Path,
+                        "ProgressFn | None"], list[str]]
+
+
+def worker_spec(model_path: Path, columns: Columns, options: ClassifyOptions, catalog: Path,
+                source: CutoutSource | None) -> Any:
+    """What a worker process needs to rebuild this run's classify context."""
+    from galmerge.inference.distributed import ContextSpec, new_run_id
+
+    return ContextSpec(run_id=new_run_id(), model=str(model_path), columns=columns,
+                       options=options, base_dir=str(catalog.parent), cwd=os.getcwd(),
+                       source=source)
+
+
 # --- model location -------------------------------------------------------------------------
 
 def model_search_path() -> list[Path]:
@@ -468,9 +486,26 @@ def run_date() -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: Options that change how a run executes, not what it writes: left out of the
+#: recorded command, so that a resumed or a Dask run writes the same bytes.
+EXECUTION_FLAGS = ("--resume",)
+EXECUTION_OPTIONS = ("--dask", "--dask-workers", "--dask-resources")
+
+
 def _normalised_command(command: list[str] | None) -> list[str]:
     cmd = list(command) if command else ["(python) galmerge.inference.classify_catalog"]
-    return [c for c in cmd if c != "--resume"]
+    out: list[str] = []
+    skip = False
+    for c in cmd:
+        if skip:
+            skip = False
+        elif c in EXECUTION_FLAGS or (c.split("=", 1)[0] in EXECUTION_OPTIONS and "=" in c):
+            continue
+        elif c in EXECUTION_OPTIONS:
+            skip = True
+        else:
+            out.append(c)
+    return out
 
 
 def _manifest_key(m: dict[str, Any]) -> dict[str, Any]:
@@ -564,7 +599,7 @@ def classify_catalog(
     catalog: str | Path, *, model: str | Path | None = None, output: str | Path | None = None,
     options: ClassifyOptions | None = None, resume: bool = False,
     source: CutoutSource | None = None, command: list[str] | None = None,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, runner: ChunkRunner | None = None,
 ) -> RunSummary:
     """Classify every row of a catalogue and write the scored catalogue.
 
@@ -579,6 +614,9 @@ def classify_catalog(
         command: the command line to record (the CLI passes its argv).
         progress: ``progress(kind, n)`` with kinds ``total`` (rows, once;
             may be an estimate), ``rows`` (rows done), ``assemble`` (rows written).
+        runner: runs the chunks elsewhere instead of in this process, e.g. a
+            :class:`~galmerge.inference.distributed.DaskRunner`; it writes the
+            same part files, so the output is the same.
 
     Raises:
         GalmergeError: whole-run problems (one line): catalogue, columns, model,
@@ -628,20 +666,30 @@ def classify_catalog(
         reader.n_rows, opts.limit)
     if progress is not None and total is not None:
         progress("total", total)
-    resumed = 0
+    state = {"chunks": 0, "resumed": 0}
+
+    def pending() -> Iterator[tuple[int, int, pd.DataFrame]]:
+        """Chunks still to classify (with --resume, finished parts are skipped)."""
+        for k, (start, chunk) in enumerate(reader.chunks(opts.chunk_size, limit=opts.limit)):
+            state["chunks"] = k + 1
+            path = part_path(work, k)
+            if resuming and path.exists() and part_rows(path) == len(chunk):
+                state["resumed"] += 1
+                if progress is not None:
+                    progress("rows", len(chunk))
+                continue
+            yield k, start, chunk
+
     try:
         with _locked(work):
             manifest, resuming = _prepare_work_dir(work, manifest, resume)
-            n_chunks = 0
-            for k, (start, chunk) in enumerate(reader.chunks(opts.chunk_size, limit=opts.limit)):
-                n_chunks = k + 1
-                path = part_path(work, k)
-                if resuming and path.exists() and part_rows(path) == len(chunk):
-                    resumed += 1
-                    if progress is not None:
-                        progress("rows", len(chunk))
-                    continue
-                write_part(classify_chunk(chunk, start, ctx, progress=progress), work, k)
+            if runner is None:
+                for k, start, chunk in pending():
+                    write_part(classify_chunk(chunk, start, ctx, progress=progress), work, k)
+            else:
+                spec = worker_spec(model_path, cols, opts, cat, source)
+                ctx.warnings.update(runner(spec, pending(), work.resolve(), progress))
+            n_chunks, resumed = state["chunks"], state["resumed"]
             if n_chunks == 0:
                 raise GalmergeError(f"{cat}: catalogue has no rows")
             meta = run_metadata(manifest, clf, reader.format)
