@@ -76,6 +76,19 @@ run() {
     return $rc
 }
 gm() { "$PY" -m galmerge "$@"; }   # run from the checkout root: this checkout's galmerge
+# timed LIMIT LOG CMD...: run with a time limit, output to LOG; sets ELAPSED (seconds).
+ELAPSED=0
+timed() {
+    local limit=$1 log=$2 t1 t2 rc
+    shift 2
+    t1=$(date +%s.%N)
+    timeout --kill-after=10 "$limit" "$@" > "$log" 2>&1
+    rc=$?
+    t2=$(date +%s.%N)
+    ELAPSED=$("$PY" -c "print($t2 - $t1)")
+    if [[ $rc != 0 ]]; then tail -n 2 "$log" | sed 's/^/  | /'; fi
+    return $rc
+}
 
 say "galmerge GPU check — $(date -u +%Y-%m-%dT%H:%MZ) — $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 if command -v nvidia-smi >/dev/null; then
@@ -182,13 +195,11 @@ if [[ $HAVE_CLASSIFY == 1 && -n $MODEL ]]; then
     run 60 "$PY" benchmarks/gpu_check.py catalogue --rows "$ROWS" --out "$OUT/cat.csv" >/dev/null
     for dev in cpu cuda; do
         [[ $dev == cuda && $CUDA_OK != 1 ]] && continue
-        t1=$(date +%s.%N)
-        if timeout 300 "$PY" -m galmerge classify --catalog "$OUT/cat.csv" --model "$MODEL" --device "$dev" \
-               --batch-size "$BATCH" --output "$OUT/cat-$dev.parquet" > "$OUT/e2e-$dev.log" 2>&1; then
-            t2=$(date +%s.%N)
-            say "speed_end_to_end[$dev, batch $BATCH]: $("$PY" -c "print(f'{$ROWS / ($t2 - $t1):,.0f}')") rows/s ($ROWS rows from JPEG files, process start included)"
+        if timed 300 "$OUT/e2e-$dev.log" "$PY" -m galmerge classify --catalog "$OUT/cat.csv" \
+               --model "$MODEL" --device "$dev" --batch-size "$BATCH" --output "$OUT/cat-$dev.parquet"; then
+            say "speed_end_to_end[$dev, batch $BATCH]: $("$PY" -c "print(f'{$ROWS / $ELAPSED:,.0f}')") rows/s ($ROWS rows from JPEG files, process start included)"
         else
-            say "speed_end_to_end[$dev]: failed (see $OUT/e2e-$dev.log)"; tail -n 2 "$OUT/e2e-$dev.log" | sed 's/^/  | /'
+            say "speed_end_to_end[$dev]: failed (see $OUT/e2e-$dev.log)"
         fi
     done
 else
@@ -220,14 +231,12 @@ else
             say "dataset: galmerge simulate --n $n"
         fi
         for dev in "${devices[@]}"; do
-            t1=$(date +%s.%N)
-            if timeout 600 "$PY" -m galmerge train --source "$OUT/sim/source.h5" --target "$OUT/sim/target.h5" \
-                   --method mmd --arch deepmerge --epochs 1 --device "$dev" --quiet --overwrite \
-                   --out "$OUT/train-$dev" > "$OUT/train-$dev.log" 2>&1; then
-                t2=$(date +%s.%N)
-                say "galmerge_train_1_epoch[$dev, mmd, $n+$n images]: $("$PY" -c "print(f'{$t2 - $t1:.1f}')") s wall (process start, data, validation included)"
+            if timed 600 "$OUT/train-$dev.log" "$PY" -m galmerge train --source "$OUT/sim/source.h5" \
+                   --target "$OUT/sim/target.h5" --method mmd --arch deepmerge --epochs 1 \
+                   --device "$dev" --quiet --overwrite --out "$OUT/train-$dev"; then
+                say "galmerge_train_1_epoch[$dev, mmd, $n+$n images]: $("$PY" -c "print(f'{$ELAPSED:.1f}')") s wall (process start, data, validation included)"
             else
-                say "galmerge_train_1_epoch[$dev]: failed (see $OUT/train-$dev.log)"; tail -n 2 "$OUT/train-$dev.log" | sed 's/^/  | /'
+                say "galmerge_train_1_epoch[$dev]: failed (see $OUT/train-$dev.log)"
             fi
         done
     else

@@ -17,7 +17,6 @@ Used by the container's ``HEALTHCHECK``. Never imports torch.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -35,6 +34,7 @@ import numpy as np
 from galmerge import __version__
 from galmerge.conventions import ModelConvention
 from galmerge.errors import GalmergeError
+from galmerge.inference.engine import file_sha256
 from galmerge.inference.pipeline import MODELS_ENV
 
 #: Distributions that each provide the ``onnxruntime`` Python package. More
@@ -292,15 +292,6 @@ def default_models_location() -> Path | None:
     return next((p for p in model_search_path() if p.is_dir()), None)
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _convention_summary(conv: ModelConvention) -> str:
     parts = [conv.pixel_convention, "/".join(conv.bands), f"{conv.size}px"]
     if conv.crop_fraction != 1.0:
@@ -314,7 +305,7 @@ def _convention_summary(conv: ModelConvention) -> str:
 
 def inspect_model(ort: Any, path: Path) -> ModelInfo:
     """Hash one model, read its convention, and score one blank image on the CPU."""
-    info = ModelInfo(name=path.stem, path=str(path), sha256=sha256_file(path),
+    info = ModelInfo(name=path.stem, path=str(path), sha256=file_sha256(path),
                      size_bytes=path.stat().st_size)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
