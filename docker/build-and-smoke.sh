@@ -219,6 +219,9 @@ OUT=$WORK/out
 mkdir -p "$OUT"
 chmod 0777 "$OUT"   # the container's non-root user writes here
 run_in() { buildah run --isolation chroot --volume "$OUT:/out:rw" "$ctr" -- "$@"; }
+# From /opt/galmerge the example has the same relative path as in the checkout, so the
+# per-row messages (which quote cutout paths) match the host run word for word.
+run_at_opt() { buildah run --isolation chroot --workingdir /opt/galmerge --volume "$OUT:/out:rw" "$ctr" -- "$@"; }
 
 step "smoke: entrypoint --version, user"
 uid=$(run_in id -u)
@@ -260,7 +263,7 @@ fi
 
 step "smoke: classify example catalogue (container vs host, CPU)"
 if (cd "$ROOT" && "$PYTHON" -m galmerge classify --help 2>/dev/null | grep -q -- '--catalog'); then
-    run_in "${ENTRY[@]}" classify --catalog "/opt/galmerge/$EXAMPLE" \
+    run_at_opt "${ENTRY[@]}" classify --catalog "$EXAMPLE" \
         --output /out/container.csv --device cpu > "$OUT/container.log" 2>&1 \
         || { cat "$OUT/container.log"; fail "classify failed in the container"; }
     (cd "$ROOT" && "$PYTHON" -m galmerge classify --catalog "$EXAMPLE" \
@@ -270,7 +273,7 @@ if (cd "$ROOT" && "$PYTHON" -m galmerge classify --help 2>/dev/null | grep -q --
         | sed 's/^/[smoke] /'
     [[ ${PIPESTATUS[0]} == 0 ]] || fail "container and host classify disagree"
     # The image's Dask: the same run on a local cluster of 2 worker processes inside.
-    run_in "${ENTRY[@]}" classify --catalog "/opt/galmerge/$EXAMPLE" --chunk-size 6 \
+    run_at_opt "${ENTRY[@]}" classify --catalog "$EXAMPLE" --chunk-size 6 \
         --output /out/container-dask.csv --device cpu --dask-workers 2 > "$OUT/dask.log" 2>&1 \
         || { cat "$OUT/dask.log"; fail "classify --dask-workers 2 failed in the container"; }
     "$PYTHON" docker/compare_classify.py "$OUT/host.csv" "$OUT/container-dask.csv" --tol 1e-6 \
