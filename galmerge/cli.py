@@ -283,6 +283,64 @@ def export(
                f"at batch 1 and 1000; " + "; ".join(res.notes))
 
 
+# Options shared by `fetch` and `classify --fetch` (one definition each).
+ServiceOpt = Annotated[str | None, typer.Option(
+    "--fetch", help="Fetch cutouts from a survey service: sdss (SkyServer ImgCutout), legacy "
+    "(Legacy Surveys viewer) or hips (CDS hips2fits).")]
+ServiceUrlOpt = Annotated[str | None, typer.Option(
+    "--service-url", help="Service base URL (mirrors separated by commas; sdss may contain "
+    "{release}). Default: $GALMERGE_SDSS_URL / $GALMERGE_LEGACY_URL / $GALMERGE_HIPS_URL, else "
+    "the public service.")]
+ReleaseOpt = Annotated[str | None, typer.Option(
+    "--release", help="sdss: data release (default dr17).")]
+LayerOpt = Annotated[str | None, typer.Option("--layer", help="legacy: layer (default ls-dr10).")]
+BandsOpt = Annotated[str | None, typer.Option("--bands", help="legacy: bands (default grz).")]
+CutoutFormatOpt = Annotated[str | None, typer.Option(
+    "--cutout-format", help="legacy: fits (default) or jpeg; hips: jpeg (default), png or fits.")]
+HipsOpt = Annotated[str | None, typer.Option(
+    "--hips", help="hips: HiPS id (default CDS/P/SDSS9/color).")]
+ScaleOpt = Annotated[float | None, typer.Option(
+    "--scale", help="Arcsec per pixel of the fetched cutout (overrides the model's).")]
+PixelsOpt = Annotated[int | None, typer.Option(
+    "--pixels", min=1, help="Width = height of the fetched cutout in pixels (default: the "
+    "model's size / crop fraction; 128 without a model).")]
+ScaleColOpt = Annotated[str | None, typer.Option(
+    "--scale-col", help="Per-row cutout scale from this column (e.g. petroR90_r) x "
+    "--scale-factor, Galaxy Zoo style.")]
+ScaleFactorOpt = Annotated[float | None, typer.Option(
+    "--scale-factor", help="Multiplies --scale-col (default: the model's petro_scale_factor, "
+    "else 1).")]
+ConcurrencyOpt = Annotated[int, typer.Option(
+    "--concurrency", min=1, max=256, help="Requests in flight at once.")]
+MaxRpsOpt = Annotated[float | None, typer.Option(
+    "--max-rps", help="At most this many requests per second (evenly spaced).")]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", min=0.01, help="Read timeout per request, seconds.")]
+RetriesOpt = Annotated[int, typer.Option(
+    "--retries", min=0, help="Retries per cutout after connection errors, timeouts, truncated "
+    "bodies, 429 and 5xx.")]
+BackoffOpt = Annotated[float, typer.Option(
+    "--backoff", min=0.0, help="First retry waits about this many seconds, doubling each time "
+    "(with jitter); a 429's Retry-After is always honoured.")]
+
+
+def _fetch_options(service: str | None, *, release: str | None, layer: str | None,
+                   bands: str | None, cutout_format: str | None, hips: str | None,
+                   service_url: str | None, scale: float | None, pixels: int | None,
+                   scale_col: str | None, scale_factor: float | None, concurrency: int,
+                   max_rps: float | None, timeout: float, retries: int, backoff: float,
+                   cache: Path | None = None, use_cache: bool = True,
+                   offline: bool = False) -> Any:
+    from galmerge.inference.fetch import FetchOptions
+
+    return FetchOptions(
+        service=service, release=release, layer=layer, bands=bands,
+        cutout_format=cutout_format, hips=hips, service_url=service_url, scale=scale,
+        pixels=pixels, scale_col=scale_col, scale_factor=scale_factor, concurrency=concurrency,
+        max_rps=max_rps, timeout=timeout, retries=retries, backoff=backoff,
+        cache=str(cache) if cache else None, use_cache=use_cache, offline=offline)
+
+
 @app.command()
 @user_errors
 def classify(
@@ -322,6 +380,27 @@ def classify(
     limit: Annotated[int | None, typer.Option(
         "--limit", min=1, help="Classify only the first N rows.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    service: ServiceOpt = None,
+    scale: ScaleOpt = None,
+    pixels: PixelsOpt = None,
+    scale_col: ScaleColOpt = None,
+    scale_factor: ScaleFactorOpt = None,
+    release: ReleaseOpt = None,
+    layer: LayerOpt = None,
+    bands: BandsOpt = None,
+    cutout_format: CutoutFormatOpt = None,
+    hips: HipsOpt = None,
+    service_url: ServiceUrlOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    max_rps: MaxRpsOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    retries: RetriesOpt = 4,
+    backoff: BackoffOpt = 1.0,
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="With --fetch: the cutout cache directory (default $GALMERGE_CACHE, "
+        "else ~/.cache/galmerge/cutouts).")] = None,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="With --fetch: keep nothing on disk.")] = False,
     dask: Annotated[str | None, typer.Option(
         "--dask", help="Run the chunks on a Dask cluster: scheduler address, e.g. "
         "tcp://scheduler:8786 (workers must see the same paths).")] = None,
@@ -332,17 +411,39 @@ def classify(
         "--dask-resources", help="Resources each chunk task needs, e.g. GPU=1 (only workers "
         "started with --resources GPU=1 run them).")] = None,
 ) -> None:
-    """Score every row of a catalogue; write probabilities and a status per row."""
+    """Score every row of a catalogue; write probabilities and a status per row.
+
+    Cutouts come from the file_loc column, from --cutouts (a folder of files, an HDF5 cube, or a
+    cache directory filled by `galmerge fetch`), or from a survey service with --fetch.
+    """
     import sys
 
+    from galmerge.inference.cache import is_cache_dir
     from galmerge.inference.pipeline import ClassifyOptions, classify_catalog
     from galmerge.inference.progress import RunProgress, print_summary
 
+    fetch_opts = None
+    offline = service is None and cutouts is not None and is_cache_dir(cutouts)
+    if service is not None or offline:
+        if cutouts is not None and is_cache_dir(cutouts):
+            if cache is not None and cache != cutouts:
+                raise GalmergeError("give the cache once: --cutouts CACHE_DIR or --cache DIR")
+            # --fetch: fetch what the cache lacks, into it; otherwise read it offline.
+            cache, cutouts = cutouts, None
+        fetch_opts = _fetch_options(
+            service, release=release, layer=layer, bands=bands, cutout_format=cutout_format,
+            hips=hips, service_url=service_url, scale=scale, pixels=pixels,
+            scale_col=scale_col, scale_factor=scale_factor, concurrency=concurrency,
+            max_rps=max_rps, timeout=timeout, retries=retries, backoff=backoff, cache=cache,
+            use_cache=not no_cache, offline=offline)
+    elif scale_col is not None or scale is not None:
+        raise GalmergeError("--scale and --scale-col apply to fetched or cached cutouts",
+                            hint="add --fetch SERVICE, or --cutouts CACHE_DIR")
     opts = ClassifyOptions(
         threshold=threshold, batch_size=batch_size, chunk_size=chunk_size, id_col=id_col,
         ra_col=ra_col, dec_col=dec_col, file_loc_col=file_loc_col,
         cutouts=str(cutouts) if cutouts else None, pattern=pattern, format=fmt, limit=limit,
-        device=device, threads=threads)
+        device=device, threads=threads, fetch=fetch_opts)
     runner = None
     if dask or dask_workers or dask_resources:
         from galmerge.inference.distributed import DaskRunner
@@ -353,6 +454,71 @@ def classify(
                                    resume=resume, command=["galmerge", *sys.argv[1:]],
                                    progress=prog, runner=runner)
     print_summary(summary)
+
+
+@app.command()
+@user_errors
+def fetch(
+    catalog: Annotated[Path, typer.Option(
+        "--catalog", help="Catalogue: CSV, ECSV, FITS, VOTable, Parquet or HDF5 table, with "
+        "RA/Dec.")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Cache directory to fill (created; reused by reruns, by "
+        "`classify --fetch ... --cache DIR` and by `classify --cutouts DIR`).")],
+    service: ServiceOpt = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="ONNX model whose metadata gives the cutout size and scale (default: "
+        "classify's default model).")] = None,
+    scale: ScaleOpt = None,
+    pixels: PixelsOpt = None,
+    scale_col: ScaleColOpt = None,
+    scale_factor: ScaleFactorOpt = None,
+    release: ReleaseOpt = None,
+    layer: LayerOpt = None,
+    bands: BandsOpt = None,
+    cutout_format: CutoutFormatOpt = None,
+    hips: HipsOpt = None,
+    service_url: ServiceUrlOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    max_rps: MaxRpsOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    retries: RetriesOpt = 4,
+    backoff: BackoffOpt = 1.0,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="Catalogue format when the extension does not tell.")] = None,
+    id_col: Annotated[str | None, typer.Option("--id-col", help="Id column.")] = None,
+    ra_col: Annotated[str | None, typer.Option("--ra-col", help="RA column.")] = None,
+    dec_col: Annotated[str | None, typer.Option("--dec-col", help="Dec column.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=1, help="Fetch only the first N rows.")] = None,
+    status_out: Annotated[Path | None, typer.Option(
+        "--status-out", help="Per-row status table (CSV; default "
+        "OUT/<catalogue>.fetch-status.csv).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Skip rows the previous status table records as done; ask again "
+        "for the others.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing status table (the cache is kept).")] = False,
+) -> None:
+    """Prefetch every row's cutout into a cache directory, without classifying."""
+    from galmerge.inference.fetch import FetchConfig, fetch_catalog
+
+    opts = _fetch_options(
+        service or "sdss", release=release, layer=layer, bands=bands,
+        cutout_format=cutout_format, hips=hips, service_url=service_url, scale=scale,
+        pixels=pixels, scale_col=scale_col, scale_factor=scale_factor, concurrency=concurrency,
+        max_rps=max_rps, timeout=timeout, retries=retries, backoff=backoff, cache=out)
+    cfg = FetchConfig(catalog=catalog, out=out, options=opts, model=model, status_out=status_out,
+                      format=fmt, id_col=id_col, ra_col=ra_col, dec_col=dec_col, limit=limit,
+                      resume=resume, overwrite=overwrite)
+    summary = fetch_catalog(cfg)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.by_status.items()))
+    st = summary.stats
+    typer.echo(f"{summary.rows} rows in {summary.seconds:.1f} s: {counts}")
+    typer.echo(f"requests {st['requests']} (retries {st['retries']}, rate-limited "
+               f"{st['rate_limited']}), cache hits {st['cache_hits']}, resumed "
+               f"{summary.skipped_done}")
+    typer.echo(f"status table: {summary.status_table}")
 
 
 @app.command()

@@ -293,3 +293,28 @@ def test_domain_split_streams_the_same_pixels(pair: tuple[Path, Path]) -> None:
         assert a.in_memory and not b.in_memory
         pos = np.array([2, 0, 1])
         np.testing.assert_array_equal(a.images(pos), b.images(pos))
+
+
+def test_real_jpeg_directory_as_target_and_evaluate(tmp_path: Path, example_dir: Path) -> None:
+    """Sim->real shape on real SDSS JPEGs: a directory target (central crop), evaluate by path."""
+    import pandas as pd
+
+    cut = example_dir / "cutouts"
+    table = pd.read_csv(example_dir / "sdss_example.csv", dtype=str)
+    labels = tmp_path / "labels.csv"
+    table.rename(columns={"gz1_merger": "merger"})[["objid", "merger"]].to_csv(labels,
+                                                                               index=False)
+    with open_dataset(cut, labels=labels, crop_fraction=0.5) as ds:
+        x = ds.read(ds.indices())
+        src = write_dataset(tmp_path / "src.h5", x, ds.labels, ds.convention)
+    cfg = TrainConfig(source=DataConfig(str(src)),
+                      target=DataConfig(str(cut), labels=None, crop_fraction=0.5),
+                      out=str(tmp_path / "run"), method="mmd", epochs=1, batch_size=8)
+    res = train(cfg)
+    ck = load_checkpoint(res.checkpoint)
+    assert ck.conventions["target"].pixel_convention == "sdss-colour-jpeg"
+    assert ck.conventions["target"].crop_fraction == 0.5
+    assert res.metrics["target_test"] is None  # no labels given for the target
+    ev = evaluate_checkpoint(res.checkpoint, cut, labels=labels, split="all", device="cpu")
+    assert ev["domain"] == "target" and ev["n"] == len(table)
+    assert ev["n_mergers"] == int((table["gz1_merger"] == "1").sum())

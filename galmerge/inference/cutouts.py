@@ -350,11 +350,15 @@ class LocalFileSource(CutoutSource):
                 return MISSING_FILE, None, None, f"id {ident!r} cannot be a file name"
             if self.pattern is not None:
                 return "file", self._dir / self.pattern.format(id=ident, row=req.row), None, ""
-            for k, ext in enumerate(self._ext_order):
+            # A snapshot: other threads reorder the list while this one searches.
+            for k, ext in enumerate(tuple(self._ext_order)):
                 cand = self._dir / (ident + ext)
                 if cand.is_file():
                     if k:  # try the extension that hit first next time
-                        self._ext_order.insert(0, self._ext_order.pop(k))
+                        with self._lock:
+                            if ext in self._ext_order:
+                                self._ext_order.remove(ext)
+                                self._ext_order.insert(0, ext)
                     return "file", cand, None, ""
             return MISSING_FILE, None, None, f"no {ident}.* image in {self._dir}"
         return (NO_CUTOUT_SOURCE, None, None,

@@ -99,6 +99,7 @@ class ClassifyContextPlugin(WorkerPlugin):  # type: ignore[misc, valid-type]
     def __init__(self, spec: ContextSpec) -> None:
         self.spec = spec
         self.ctx: Any = None
+        self.own_cache: Any = None
         self.threads = 1
 
     def setup(self, worker: Any) -> None:
@@ -110,12 +111,16 @@ class ClassifyContextPlugin(WorkerPlugin):  # type: ignore[misc, valid-type]
         if self.ctx is not None:
             self.ctx.close()
             self.ctx = None
+        if self.own_cache is not None:
+            self.own_cache.close()
+            self.own_cache = None
 
     def context(self) -> Any:
         """The worker's classify context (ONNX session opened once, then reused)."""
         if self.ctx is None:
             from galmerge.inference.cutouts import LocalFileSource
-            from galmerge.inference.pipeline import make_context
+            from galmerge.inference.engine import OnnxClassifier
+            from galmerge.inference.pipeline import make_context, service_source
 
             spec, opts = self.spec, self.spec.options
             if opts.threads is None:
@@ -123,9 +128,16 @@ class ClassifyContextPlugin(WorkerPlugin):  # type: ignore[misc, valid-type]
                 opts = replace(opts, threads=self.threads)
             if opts.cutouts:
                 opts = replace(opts, cutouts=spec.path(opts.cutouts))
-            source = spec.source or LocalFileSource(
-                base_dir=spec.path(spec.base_dir), cutouts=opts.cutouts, pattern=opts.pattern)
-            self.ctx = make_context(spec.path(spec.model), spec.columns, opts, source=source)
+            clf = OnnxClassifier(spec.path(spec.model), device=opts.device,
+                                 batch_size=opts.batch_size, threads=opts.threads)
+            source = spec.source
+            if source is None:
+                source = service_source(opts, clf.convention)  # --fetch, or a fetch cache
+                self.own_cache = getattr(source, "cache", None)
+            if source is None:
+                source = LocalFileSource(base_dir=spec.path(spec.base_dir),
+                                         cutouts=opts.cutouts, pattern=opts.pattern)
+            self.ctx = make_context(clf, spec.columns, opts, source=source)
         return self.ctx
 
 

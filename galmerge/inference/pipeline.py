@@ -47,6 +47,7 @@ import pandas as pd
 
 from galmerge import __version__
 from galmerge.errors import GalmergeError
+from galmerge.inference.cache import is_cache_dir
 from galmerge.inference.catalog import (
     Columns,
     find_columns,
@@ -57,6 +58,7 @@ from galmerge.inference.catalog import (
 )
 from galmerge.inference.cutouts import (
     BAD_COORDINATES,
+    FETCH_FAILED,
     OK,
     Cutout,
     CutoutRequest,
@@ -64,7 +66,9 @@ from galmerge.inference.cutouts import (
     LocalFileSource,
 )
 from galmerge.inference.engine import DEFAULT_BATCH_SIZE, OnnxClassifier, available_cpus
+from galmerge.inference.fetch import FetchOptions, Prefetcher, chunk_requests, row_scales
 from galmerge.inference.preprocess import DEFAULT_BLANK_THRESHOLD, prepare_cutout, prepare_stack
+from galmerge.inference.services import ServiceCutoutSource, open_cached_source
 from galmerge.inference.writers import (
     RESULT_COLUMNS,
     AssemblyResult,
@@ -80,6 +84,9 @@ DEFAULT_MODEL = "deepmerge-sdss.onnx"
 #: Environment variable naming a folder of models (or one .onnx file), e.g. in Docker.
 MODELS_ENV = "GALMERGE_MODELS"
 DEFAULT_CHUNK_SIZE = 8192
+#: Fetch options that change the output (and so must match to resume).
+FETCH_RESULT_KEYS = ("service", "release", "layer", "bands", "cutout_format", "hips", "scale",
+                     "pixels", "scale_col", "scale_factor")
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 ProgressFn = Callable[[str, int], None]
@@ -104,6 +111,7 @@ class ClassifyOptions:
         threads: ONNX Runtime intra-op threads (default: available cores).
         workers: cutout decode threads (default: available cores, at most 8).
         blank_threshold: fraction of dead pixels above which a cutout is ``blank``.
+        fetch: fetch cutouts from a survey service (``classify --fetch``).
     """
 
     threshold: float = 0.5
@@ -121,6 +129,7 @@ class ClassifyOptions:
     threads: int | None = None
     workers: int | None = None
     blank_threshold: float = DEFAULT_BLANK_THRESHOLD
+    fetch: FetchOptions | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -135,6 +144,8 @@ class ClassifyOptions:
         d = asdict(self)
         for k in ("device", "threads", "workers"):
             d.pop(k)
+        if self.fetch is not None:  # how politely we fetch does not change the pixels
+            d["fetch"] = {k: v for k, v in d["fetch"].items() if k in FETCH_RESULT_KEYS}
         return d
 
 
@@ -264,6 +275,10 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
     problem = None
     if cols.ra and cols.dec:
         ra, dec, problem = parse_coordinates(chunk[cols.ra], chunk[cols.dec])
+    scales = None
+    if opts.fetch is not None and opts.fetch.scale_col:
+        scales = row_scales(chunk, opts.fetch.scale_col,
+                            opts.fetch.factor(ctx.classifier.convention), "catalogue")
     floc = text_values(chunk[cols.file_loc]) if cols.file_loc else None
     has_local = np.full(n, bool(opts.cutouts), dtype=bool)
     if floc is not None:
@@ -279,7 +294,8 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
             row=start_row + i, id=ids[i],
             ra=None if ra is None or bad else float(ra[i]),
             dec=None if dec is None or bad else float(dec[i]),
-            file_loc=(floc[i] or None) if floc is not None else None))
+            file_loc=(floc[i] or None) if floc is not None else None,
+            scale=None if scales is None else float(scales[i])))
         positions.append(i)
     if requests:
         _run_requests(requests, np.asarray(positions), ctx, p, status, detail, progress)
@@ -395,6 +411,36 @@ def _result_frame(chunk: pd.DataFrame, p: np.ndarray, status: np.ndarray, detail
 #: returns warnings (see :class:`~galmerge.inference.distributed.DaskRunner`).
 ChunkRunner = Callable[[Any, Iterator[tuple[int, int, pd.DataFrame]], Path,
                         "ProgressFn | None"], list[str]]
+
+
+def service_source(options: ClassifyOptions, convention: Any) -> CutoutSource | None:
+    """The cutout source that options name other than local files: ``--fetch`` (a survey
+    service), or ``--cutouts`` pointing at a cache filled by `galmerge fetch`; else None."""
+    if options.fetch is not None:
+        return options.fetch.open_source(convention)
+    if options.cutouts and is_cache_dir(options.cutouts):
+        return open_cached_source(options.cutouts)
+    return None
+
+
+def _run_elsewhere(runner: ChunkRunner, chunks: Iterator[tuple[int, pd.DataFrame]], work: Path,
+                   resuming: bool, progress: ProgressFn | None, spec: Any
+                   ) -> tuple[int, int, list[str]]:
+    """Hand the pending chunks to ``runner``; (chunks, chunks reused, warnings)."""
+    state = {"chunks": 0, "reused": 0}
+
+    def pending() -> Iterator[tuple[int, int, pd.DataFrame]]:
+        for k, (start, chunk) in enumerate(chunks):
+            state["chunks"] = k + 1
+            if resuming and _part_reusable(part_path(work, k), len(chunk)):
+                state["reused"] += 1
+                if progress is not None:
+                    progress("rows", len(chunk))
+                continue
+            yield k, start, chunk
+
+    warnings = runner(spec, pending(), work.resolve(), progress)
+    return state["chunks"], state["reused"], warnings
 
 
 def worker_spec(model_path: Path, columns: Columns, options: ClassifyOptions, catalog: Path,
@@ -628,7 +674,12 @@ def classify_catalog(
     reader = open_catalog(cat, opts.format)
     cols = find_columns(reader.columns, where=str(cat), id_col=opts.id_col, ra_col=opts.ra_col,
                         dec_col=opts.dec_col, file_loc_col=opts.file_loc_col)
-    if source is None and not cols.file_loc and not opts.cutouts:
+    if opts.fetch is not None and cols.ra is None:
+        raise GalmergeError(
+            f"{cat}: --fetch needs coordinates, but no RA/Dec columns were found (looked for "
+            "ra/dec, RAJ2000/DEJ2000, ra_deg, ra1/dec1, ...)",
+            hint="name them with --ra-col/--dec-col")
+    if source is None and opts.fetch is None and not cols.file_loc and not opts.cutouts:
         if cols.ra is None:
             raise GalmergeError(
                 f"{cat}: no coordinate columns (looked for ra/dec, RAJ2000/DEJ2000, ra_deg, "
@@ -647,6 +698,10 @@ def classify_catalog(
     model_path = resolve_model(model)
     clf = OnnxClassifier(model_path, device=opts.device, batch_size=opts.batch_size,
                          threads=opts.threads)
+    given_source, own_cache = source, None
+    if source is None:
+        source = service_source(opts, clf.convention)
+        own_cache = getattr(source, "cache", None)
     ctx = make_context(clf, cols, opts, source=source, base_dir=cat.parent)
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -666,30 +721,39 @@ def classify_catalog(
         reader.n_rows, opts.limit)
     if progress is not None and total is not None:
         progress("total", total)
-    state = {"chunks": 0, "resumed": 0}
-
-    def pending() -> Iterator[tuple[int, int, pd.DataFrame]]:
-        """Chunks still to classify (with --resume, finished parts are skipped)."""
-        for k, (start, chunk) in enumerate(reader.chunks(opts.chunk_size, limit=opts.limit)):
-            state["chunks"] = k + 1
-            path = part_path(work, k)
-            if resuming and path.exists() and part_rows(path) == len(chunk):
-                state["resumed"] += 1
-                if progress is not None:
-                    progress("rows", len(chunk))
-                continue
-            yield k, start, chunk
-
+    resumed = 0
+    prefetcher = None
+    if isinstance(ctx.source, ServiceCutoutSource) and ctx.source.cache is not None \
+            and not ctx.source.offline:
+        prefetcher = Prefetcher(ctx.source)
     try:
         with _locked(work):
             manifest, resuming = _prepare_work_dir(work, manifest, resume)
-            if runner is None:
-                for k, start, chunk in pending():
-                    write_part(classify_chunk(chunk, start, ctx, progress=progress), work, k)
-            else:
-                spec = worker_spec(model_path, cols, opts, cat, source)
-                ctx.warnings.update(runner(spec, pending(), work.resolve(), progress))
-            n_chunks, resumed = state["chunks"], state["resumed"]
+            n_chunks = 0
+            chunks = reader.chunks(opts.chunk_size, limit=opts.limit)
+            if runner is not None:  # e.g. Dask: the same chunks and part files, elsewhere
+                n_chunks, resumed, warns = _run_elsewhere(
+                    runner, chunks, work, resuming, progress,
+                    worker_spec(model_path, cols, opts, cat, given_source))
+                ctx.warnings.update(warns)
+                chunks = iter(())
+            upcoming = next(chunks, None)
+            k = -1
+            while upcoming is not None:
+                k += 1
+                start, chunk = upcoming
+                upcoming = next(chunks, None)
+                n_chunks = k + 1
+                if resuming and _part_reusable(part_path(work, k), len(chunk)):
+                    resumed += 1
+                    if progress is not None:
+                        progress("rows", len(chunk))
+                    continue
+                if prefetcher is not None and upcoming is not None and not (
+                        resuming and _part_reusable(part_path(work, k + 1), len(upcoming[1]))):
+                    # The next chunk's cutouts stream into the cache while this one runs.
+                    prefetcher.submit(_fetch_requests(upcoming[1], upcoming[0], ctx))
+                write_part(classify_chunk(chunk, start, ctx, progress=progress), work, k)
             if n_chunks == 0:
                 raise GalmergeError(f"{cat}: catalogue has no rows")
             meta = run_metadata(manifest, clf, reader.format)
@@ -698,13 +762,47 @@ def classify_catalog(
                            keep_text={c for c in (cols.file_loc,) if c},
                            progress=(lambda n: progress("assemble", n)) if progress else None)
     finally:
+        if prefetcher is not None:
+            prefetcher.close()
         ctx.close()
+        if own_cache is not None:
+            own_cache.close()
     shutil.rmtree(work, ignore_errors=True)
     warnings = sorted(ctx.warnings)
     if clf.placeholder:
         warnings.insert(0, f"model {clf.name} is a PLACEHOLDER (untrained), not a science model: "
                            "its probabilities carry no information")
     return _summary(asm, clf, time.perf_counter() - t0, resumed, warnings, meta)
+
+
+def _part_reusable(path: Path, n_rows: int) -> bool:
+    """A finished part that a resumed run keeps: complete, and no row failed to fetch.
+
+    Parts holding ``fetch_failed`` rows are recomputed, so a resumed run asks the
+    service again for exactly those rows (the others come from the cache).
+    """
+    if not path.exists() or part_rows(path) != n_rows:
+        return False
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        status = pq.read_table(path, columns=["status"]).column("status")
+    except Exception:  # unreadable: recompute
+        return False
+    return not pc.any(pc.equal(status, FETCH_FAILED)).as_py()
+
+
+def _fetch_requests(chunk: pd.DataFrame, start: int, ctx: ClassifyContext
+                    ) -> list[CutoutRequest]:
+    """The requests :func:`classify_chunk` will make for ``chunk`` (for prefetching)."""
+    fo = ctx.options.fetch
+    scales = None
+    if fo is not None and fo.scale_col:
+        scales = row_scales(chunk, fo.scale_col, fo.factor(ctx.classifier.convention),
+                            "catalogue")
+    return [r for r in chunk_requests(chunk, start, ctx.columns, scales=scales)
+            if r.ra is not None]
 
 
 def run_metadata(manifest: dict[str, Any], clf: OnnxClassifier, catalog_format: str

@@ -12,6 +12,7 @@ from galmerge.errors import GalmergeError
 from galmerge.training.checkpoint import Checkpoint, load_checkpoint
 from galmerge.training.data import DomainSplit
 from galmerge.training.metrics import binary_metrics, bootstrap_ci
+from galmerge.training.models import FeatureClassifier
 from galmerge.training.trainer import conventions_match, predict, resolve_device
 
 DOMAINS = ("source", "target")
@@ -111,6 +112,8 @@ def evaluate_checkpoint(
                      "live in a separate file")
         part = DomainSplit(ds, idx, ck.normalisation[domain], max_in_memory_mb=0)
         model = ck.build(dev)
+        if not isinstance(model, FeatureClassifier):
+            raise GalmergeError(f"{checkpoint}: architecture {ck.arch!r} cannot be evaluated")
         with torch.no_grad():
             _, prob, _ = predict(model, part, dev, batch_size)
         res: dict[str, Any] = binary_metrics(part.labels, prob, threshold)

@@ -175,8 +175,8 @@ class DomainClassifier(nn.Module):
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(hidden, 1),
         )
-        for layer, std in zip((self.net[0], self.net[3], self.net[6]), (0.01, 0.01, 0.3),
-                              strict=True):
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        for layer, std in zip(linears, (0.01, 0.01, 0.3), strict=True):
             nn.init.normal_(layer.weight, 0.0, std)
             nn.init.zeros_(layer.bias)
 

@@ -16,7 +16,25 @@ from torch import nn
 from galmerge.errors import GalmergeError
 
 
-class DeepMerge(nn.Module):
+class FeatureClassifier(nn.Module):
+    """Interface of every architecture: ``forward(x) == classify(features(x))``."""
+
+    feature_dim: int
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """Latent features (N, feature_dim) used by the domain-adaptation losses."""
+        raise NotImplementedError
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """Logits (N, 2) from features; column 1 = merger."""
+        raise NotImplementedError
+
+    def conv_modules(self) -> list[nn.Module]:  # pragma: no cover - interface
+        """The convolutional + BatchNorm part (frozen by ``--freeze conv``)."""
+        raise NotImplementedError
+
+
+class DeepMerge(FeatureClassifier):
     """DeepMerge as in DeepMerge II, Table A1 (PyTorch layer order of the paper's code).
 
     Conv(3->8, 5x5, pad 2)-BN-ReLU-MaxPool2, Conv(8->16, 3x3, pad 1)-BN-ReLU-MaxPool2,
@@ -90,7 +108,7 @@ class _BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet18(nn.Module):
+class ResNet18(FeatureClassifier):
     """ResNet18 (He et al. 2015) for 3x75x75 inputs, in plain torch.
 
     The standard ImageNet layout (7x7/2 stem, 3x3/2 max-pool, four stages of two
@@ -160,6 +178,15 @@ class ResNet18(nn.Module):
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"deepmerge": DeepMerge, "resnet18": ResNet18}
+
+
+def build_feature_model(arch: str, **kwargs: Any) -> FeatureClassifier:
+    """:func:`build_model`, checked to expose ``features``/``classify`` (for training)."""
+    model = build_model(arch, **kwargs)
+    if not isinstance(model, FeatureClassifier):
+        raise GalmergeError(f"architecture {arch!r} has no features()/classify() split",
+                            hint="derive it from galmerge.training.models.FeatureClassifier")
+    return model
 
 
 def register_architecture(name: str, cls: type[nn.Module]) -> None:

@@ -77,7 +77,11 @@ from galmerge.training.losses import (
     total_loss,
 )
 from galmerge.training.metrics import binary_metrics
-from galmerge.training.models import build_model, count_trainable_parameters
+from galmerge.training.models import (
+    FeatureClassifier,
+    build_feature_model,
+    count_trainable_parameters,
+)
 
 Log = Callable[[str], None]
 
@@ -200,8 +204,9 @@ def _check_domains(src: Dataset, tgt: Dataset, config: TrainConfig) -> None:
 # --- evaluation helpers ----------------------------------------------------------
 
 @torch.no_grad()
-def predict(model: nn.Module, split: DomainSplit, device: torch.device, batch_size: int = 256,
-            *, features_max: int = 0) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
+def predict(model: FeatureClassifier, split: DomainSplit, device: torch.device,
+            batch_size: int = 256, *, features_max: int = 0
+            ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
     """Eval-mode logits (N, 2), merger probabilities (N,) and, optionally, the first
     ``features_max`` rows of features for a split."""
     was_training = model.training
@@ -329,8 +334,8 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
     # 2. model and DA modules (torch RNG seeded by `deterministic`)
     in_ch = len(src.convention.bands)
     arch_kwargs = config.arch_kwargs(in_ch)
-    model = build_model(config.arch, **arch_kwargs).to(device)
-    feature_dim = int(model.feature_dim)
+    model = build_feature_model(config.arch, **arch_kwargs).to(device)
+    feature_dim = model.feature_dim
     grl = GradientReversal(config.grl_schedule)
     dann = (DomainAdversarialLoss(DomainClassifier(feature_dim), grl).to(device)
             if config.method == "dann" else None)
@@ -345,7 +350,7 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
     if config.init_from:
         _init_from(config, model, dann, fisher, say)
         if config.freeze == "conv":
-            frozen = list(model.conv_modules())  # type: ignore[operator]
+            frozen = model.conv_modules()
             for mod in frozen:
                 for prm in mod.parameters():
                     prm.requires_grad_(False)
@@ -376,8 +381,6 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
     say(f"{count_trainable_parameters(model):,} trainable parameters ({config.arch}), "
         f"device {device}, {steps_per_epoch} steps/epoch, selection: {selection}")
 
-    meta = {"arch": config.arch, "arch_kwargs": arch_kwargs, "normalisation": norms,
-            "conventions": conventions}
     history: list[dict[str, Any]] = []
     best = math.inf
     best_epoch = 0
@@ -464,9 +467,11 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
             _write_history(out / "history.csv", history)
             if improved:
                 best, best_epoch, since_best = crit, epoch, 0
-                save_checkpoint(ckpt_path, model, config=config.to_dict(), epoch=epoch,
+                save_checkpoint(ckpt_path, model, arch=config.arch, arch_kwargs=arch_kwargs,
+                                config=config.to_dict(), normalisation=norms,
+                                conventions=conventions, epoch=epoch,
                                 metrics={"val_criterion": crit, "selection": selection},
-                                extra_state=_extra_state(dann, fisher), **meta)
+                                extra_state=_extra_state(dann, fisher))
             else:
                 since_best += 1
             say(_epoch_line(row, config.epochs))
@@ -492,13 +497,14 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
                          "val_domain_mmd")}))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True,
                                                  default=_json_default) + "\n")
-    save_checkpoint(ckpt_path, model, config=config.to_dict(), epoch=best_epoch,
-                    metrics=metrics, extra_state=ck.extra_state, **meta)
+    save_checkpoint(ckpt_path, model, arch=config.arch, arch_kwargs=arch_kwargs,
+                    config=config.to_dict(), normalisation=norms, conventions=conventions,
+                    epoch=best_epoch, metrics=metrics, extra_state=ck.extra_state)
     return TrainResult(out=out, checkpoint=ckpt_path, best_epoch=best_epoch,
                        epochs_run=len(history), metrics=metrics, history=history)
 
 
-def _validate(model: nn.Module, s_val: DomainSplit, t_val: DomainSplit, gap: MMDLoss,
+def _validate(model: FeatureClassifier, s_val: DomainSplit, t_val: DomainSplit, gap: MMDLoss,
               device: torch.device, config: TrainConfig, selection: str,
               target_labelled: bool) -> dict[str, Any]:
     bs = config.eval_batch_size
@@ -528,8 +534,9 @@ def _validate(model: nn.Module, s_val: DomainSplit, t_val: DomainSplit, gap: MMD
     return row
 
 
-def _final_metrics(model: nn.Module, src: Dataset, tgt: Dataset, norms: dict[str, Normalisation],
-                   device: torch.device, config: TrainConfig, mem: float) -> dict[str, Any]:
+def _final_metrics(model: FeatureClassifier, src: Dataset, tgt: Dataset,
+                   norms: dict[str, Normalisation], device: torch.device,
+                   config: TrainConfig, mem: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for role, ds in (("source", src), ("target", tgt)):
         for split in ("val", "test"):
