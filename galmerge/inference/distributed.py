@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -44,7 +44,7 @@ from galmerge.inference.cutouts import CutoutSource
 try:  # the plugin must be a WorkerPlugin for Client.register_plugin; Dask is optional
     from distributed import WorkerPlugin
 except ImportError:  # pragma: no cover - without the dask extra, DaskRunner says so
-    WorkerPlugin = object
+    WorkerPlugin = object  # type: ignore[misc, assignment]
 
 #: A chunk to classify: (part number k, first row number, rows).
 ChunkTask = tuple[int, int, pd.DataFrame]
@@ -158,7 +158,7 @@ def classify_part(run_id: str, k: int, start: int, chunk: pd.DataFrame, work: st
     from galmerge.inference.pipeline import classify_chunk
     from galmerge.inference.writers import write_part
 
-    plugin = get_worker().plugins[plugin_name(run_id)]
+    plugin = cast(ClassifyContextPlugin, get_worker().plugins[plugin_name(run_id)])
     ctx = plugin.context()
     frame = classify_chunk(chunk, start, ctx)
     write_part(frame, Path(work), k)
