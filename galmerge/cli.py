@@ -401,6 +401,15 @@ def classify(
         "else ~/.cache/galmerge/cutouts).")] = None,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="With --fetch: keep nothing on disk.")] = False,
+    dask: Annotated[str | None, typer.Option(
+        "--dask", help="Run the chunks on a Dask cluster: scheduler address, e.g. "
+        "tcp://scheduler:8786 (workers must see the same paths).")] = None,
+    dask_workers: Annotated[int | None, typer.Option(
+        "--dask-workers", min=1, help="Run the chunks on a local Dask cluster of N worker "
+        "processes.")] = None,
+    dask_resources: Annotated[str | None, typer.Option(
+        "--dask-resources", help="Resources each chunk task needs, e.g. GPU=1 (only workers "
+        "started with --resources GPU=1 run them).")] = None,
 ) -> None:
     """Score every row of a catalogue; write probabilities and a status per row.
 
@@ -435,10 +444,15 @@ def classify(
         ra_col=ra_col, dec_col=dec_col, file_loc_col=file_loc_col,
         cutouts=str(cutouts) if cutouts else None, pattern=pattern, format=fmt, limit=limit,
         device=device, threads=threads, fetch=fetch_opts)
+    runner = None
+    if dask or dask_workers or dask_resources:
+        from galmerge.inference.distributed import DaskRunner
+
+        runner = DaskRunner.from_cli(dask, dask_workers, dask_resources)
     with RunProgress(enabled=not quiet) as prog:
         summary = classify_catalog(catalog, model=model, output=output, options=opts,
                                    resume=resume, command=["galmerge", *sys.argv[1:]],
-                                   progress=prog)
+                                   progress=prog, runner=runner)
     print_summary(summary)
 
 
@@ -550,6 +564,35 @@ def report(
                         tsne_per_domain=tsne_per_domain, bootstrap=bootstrap, seed=seed,
                         own_splits={"source": source_split, "target": target_split or "test"})
     typer.echo(f"wrote {page} (and the PNG figures beside it)")
+
+
+@app.command()
+@user_errors
+def doctor(
+    models: Annotated[Path | None, typer.Option(
+        "--models", help="Model file or directory of .onnx models to check (default: "
+        "$GALMERGE_MODELS, else the checkout's models/).")] = None,
+    device: Annotated[str, typer.Option(
+        "--device", help="'auto' (CUDA optional), 'cuda' (CUDA must work) or 'cpu'.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check the installation: ONNX Runtime build, providers (does CUDA really run?), models.
+
+    Exit status 0 when healthy, 1 with a one-line reason otherwise (the container's
+    HEALTHCHECK runs this).
+    """
+    import json
+
+    from galmerge.inference.doctor import format_report, run_doctor
+
+    report = run_doctor(models=models, device=device)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        typer.echo(format_report(report))
+    if not report.healthy:
+        typer.echo(f"unhealthy: {report.reason}", err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

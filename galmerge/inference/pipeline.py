@@ -358,6 +358,45 @@ def _result_frame(chunk: pd.DataFrame, p: np.ndarray, status: np.ndarray, detail
     return out
 
 
+# --- running chunks elsewhere (Dask) -------------------------------------------------------
+
+#: Runs the pending chunks into part files: ``runner(spec, chunks, work, progress)``
+#: returns warnings (see :class:`~galmerge.inference.distributed.DaskRunner`).
+ChunkRunner = Callable[[Any, Iterator[tuple[int, int, pd.DataFrame]], Path,
+                        "ProgressFn | None"], list[str]]
+
+
+def service_source(options: ClassifyOptions, convention: Any) -> CutoutSource | None:
+    """The cutout source that options name other than local files: ``--fetch`` (a survey
+    service), or ``--cutouts`` pointing at a cache filled by `galmerge fetch`; else None."""
+    if options.fetch is not None:
+        return options.fetch.open_source(convention)
+    if options.cutouts and is_cache_dir(options.cutouts):
+        return open_cached_source(options.cutouts)
+    return None
+
+
+def _pending(run: ClassifyRun, progress: ProgressFn | None
+             ) -> Iterator[tuple[int, int, pd.DataFrame]]:
+    """The chunks a runner must classify; reused (resumed) chunks only count as progress."""
+    for k, start, chunk, done in run.chunks():
+        if done:
+            if progress is not None:
+                progress("rows", len(chunk))
+            continue
+        yield k, start, chunk
+
+
+def worker_spec(model_path: Path, columns: Columns, options: ClassifyOptions, catalog: Path,
+                source: CutoutSource | None) -> Any:
+    """What a worker process needs to rebuild this run's classify context."""
+    from galmerge.inference.distributed import ContextSpec, new_run_id
+
+    return ContextSpec(run_id=new_run_id(), model=str(model_path), columns=columns,
+                       options=options, base_dir=str(catalog.parent), cwd=os.getcwd(),
+                       source=source)
+
+
 # --- model location -------------------------------------------------------------------------
 
 def model_search_path() -> list[Path]:
@@ -437,9 +476,26 @@ def run_date() -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: Options that change how a run executes, not what it writes: left out of the
+#: recorded command, so that a resumed or a Dask run writes the same bytes.
+EXECUTION_FLAGS = ("--resume",)
+EXECUTION_OPTIONS = ("--dask", "--dask-workers", "--dask-resources")
+
+
 def _normalised_command(command: list[str] | None) -> list[str]:
     cmd = list(command) if command else ["(python) galmerge.inference.classify_catalog"]
-    return [c for c in cmd if c != "--resume"]
+    out: list[str] = []
+    skip = False
+    for c in cmd:
+        if skip:
+            skip = False
+        elif c in EXECUTION_FLAGS or (c.split("=", 1)[0] in EXECUTION_OPTIONS and "=" in c):
+            continue
+        elif c in EXECUTION_OPTIONS:
+            skip = True
+        else:
+            out.append(c)
+    return out
 
 
 def _manifest_key(m: dict[str, Any]) -> dict[str, Any]:
@@ -635,12 +691,7 @@ class ClassifyRun:
         Each process (e.g. a Dask worker) makes its own: sources hold files,
         HTTP sessions and caches that do not travel between processes.
         """
-        opts = self.options
-        if opts.fetch is not None:
-            return opts.fetch.open_source(self.classifier.convention)
-        if opts.cutouts and is_cache_dir(opts.cutouts):
-            return open_cached_source(opts.cutouts)  # a cache filled by `galmerge fetch`
-        return None
+        return service_source(self.options, self.classifier.convention)
 
     def context(self, source: CutoutSource | None = None) -> ClassifyContext:
         """A :class:`ClassifyContext` for this run in this process (default: the run's source)."""
@@ -704,7 +755,7 @@ def classify_catalog(
     catalog: str | Path, *, model: str | Path | None = None, output: str | Path | None = None,
     options: ClassifyOptions | None = None, resume: bool = False,
     source: CutoutSource | None = None, command: list[str] | None = None,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, runner: ChunkRunner | None = None,
 ) -> RunSummary:
     """Classify every row of a catalogue and write the scored catalogue.
 
@@ -719,6 +770,9 @@ def classify_catalog(
         command: the command line to record (the CLI passes its argv).
         progress: ``progress(kind, n)`` with kinds ``total`` (rows, once;
             may be an estimate), ``rows`` (rows done), ``assemble`` (rows written).
+        runner: runs the chunks elsewhere instead of in this process, e.g. a
+            :class:`~galmerge.inference.distributed.DaskRunner`; it writes the
+            same part files, so the output is the same.
 
     Raises:
         GalmergeError: whole-run problems (one line): catalogue, columns, model,
@@ -731,12 +785,19 @@ def classify_catalog(
         progress("total", run.total_rows)
     ctx = run.context()
     prefetcher = None
-    if isinstance(ctx.source, ServiceCutoutSource) and ctx.source.cache is not None \
-            and not ctx.source.offline:
+    if runner is None and isinstance(ctx.source, ServiceCutoutSource) \
+            and ctx.source.cache is not None and not ctx.source.offline:
         prefetcher = Prefetcher(ctx.source)
     try:
         with run:
-            items = run.chunks()
+            if runner is not None:  # e.g. Dask: the same chunks and part files, elsewhere
+                spec = worker_spec(run.classifier.path, run.columns, run.options, run.catalog,
+                                   source)
+                ctx.warnings.update(runner(spec, _pending(run, progress), run.work.resolve(),
+                                           progress))
+                items: Iterator[tuple[int, int, pd.DataFrame, bool]] = iter(())
+            else:
+                items = run.chunks()
             upcoming = next(items, None)
             while upcoming is not None:
                 k, start, chunk, done = upcoming

@@ -1,0 +1,204 @@
+"""Survey-size classify: rows/s and peak memory from 10^5 to 10^7 catalogue rows.
+
+    flock /tmp/galmerge-cpu.lock python benchmarks/scale.py                # the recorded runs
+    python benchmarks/scale.py --full 1e5 --sparse 1e5,1e6 --work /tmp/s  # a quick look
+
+Two kinds of catalogue, written as CSV (objid, ra, dec, file_loc) in the work
+folder, classified by `galmerge classify` in a child process (Parquet output,
+default chunk size) while this script samples the resident memory of the
+child's whole process tree every 50 ms:
+
+* ``full``: every row has a cutout, so every row goes through the model. The
+  cutouts come from a small store reused: an HDF5 cube of the 24 example SDSS
+  JPEGs, already cropped and resized to the model's input (``store.h5#k``), so
+  the cost per row is the model plus the pipeline, not JPEG decoding.
+* ``sparse``: the same, but only 1 row in 100 has a cutout; the others have
+  coordinates and no ``file_loc`` and come out as ``no_cutout_source``. This
+  pushes all rows through the catalogue reader, the chunk pipeline, the part
+  files and the assembly (duplicate-id check included) at full size, with a
+  model bill that two shared cores can pay at 10^7 rows.
+
+Prints one table; the numbers in docs/benchmarks.md (section ``scale``) come
+from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "catalogs" / "sdss_example"
+
+
+@dataclass
+class Result:
+    kind: str
+    rows: int
+    classified: int
+    seconds: float
+    peak_rss: int
+    out_bytes: int
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds
+
+
+def build_store(work: Path, model: Path) -> Path:
+    """HDF5 cube of the example JPEGs prepared to the model's input (crop + resize done)."""
+    from galmerge.data.dataset import write_dataset
+    from galmerge.data.images import prepare, read_image
+    from galmerge.inference.engine import OnnxClassifier
+
+    store = work / "store.h5"
+    if store.exists():
+        return store
+    conv = OnnxClassifier(model, device="cpu").convention
+    files = sorted(EXAMPLE.glob("cutouts/*.jp*g"))
+    images = np.stack([prepare(read_image(f).pixels, conv.size, conv.crop_fraction)
+                       for f in files]).astype(np.float32)
+    # The stored convention's crop_fraction says the crop is already applied, so the
+    # pipeline neither crops nor resizes these images again.
+    write_dataset(store, images, np.full(len(files), -1, dtype=np.int8), conv,
+                  ids=[f.stem for f in files])
+    return store
+
+
+def build_catalogue(work: Path, rows: int, every: int, store_n: int) -> Path:
+    """CSV of ``rows`` rows; every ``every``-th row has a cutout in the store (in blocks)."""
+    path = work / f"cat-{rows}-every{every}.csv"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp")
+    rng = np.random.default_rng(rows)
+    block = 1_000_000
+    with tmp.open("w") as fh:
+        for start in range(0, rows, block):
+            n = min(block, rows - start)
+            i = np.arange(start, start + n)
+            loc = np.where(i % every == 0, np.char.add("store.h5#", (i % store_n).astype(str)),
+                           "")
+            frame = pd.DataFrame({
+                "objid": 1_237_000_000_000_000_000 + i,  # SDSS-like 64-bit ids
+                "ra": np.round(rng.uniform(0, 360, n), 6),
+                "dec": np.round(np.degrees(np.arcsin(rng.uniform(-1, 1, n))), 6),
+                "file_loc": loc,
+            })
+            frame.to_csv(fh, index=False, header=start == 0)
+    tmp.rename(path)
+    return path
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    """Resident memory of a process and all its descendants, in bytes."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def classify(catalogue: Path, out: Path, python: str, extra: list[str]) -> tuple[float, int]:
+    """Run `galmerge classify` in a child process; (seconds, peak RSS of its tree)."""
+    if out.exists():
+        out.unlink()
+    cmd = [python, "-m", "galmerge", "classify", "--catalog", str(catalogue), "--output",
+           str(out), "--quiet", *extra]
+    t0 = time.perf_counter()
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    proc = psutil.Process(child.pid)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                peak = max(peak, tree_rss(proc))
+            except psutil.Error:
+                pass
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = child.communicate()
+    seconds = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    if child.returncode != 0:
+        raise SystemExit(f"classify failed ({child.returncode}):\n{output[-2000:]}")
+    return seconds, peak
+
+
+def run(kind: str, rows: int, args: argparse.Namespace, work: Path, store: Path) -> Result:
+    every = 1 if kind == "full" else args.every
+    cat = build_catalogue(work, rows, every, store_n=24)
+    out = work / f"out-{kind}-{rows}.parquet"
+    seconds, peak = classify(cat, out, args.python, args.classify_args)
+    with_cutout = -(-rows // every)
+    counts = pd.read_parquet(out, columns=["status"])["status"].value_counts().to_dict()
+    assert sum(counts.values()) == rows, counts
+    # One of the 24 example cutouts is (correctly) `blank` and never reaches the model.
+    assert counts.get("ok", 0) + counts.get("blank", 0) == with_cutout, counts
+    result = Result(kind, rows, counts.get("ok", 0), seconds, peak, out.stat().st_size)
+    print(f"  {kind:<6} {rows:>10,} rows  {seconds:8.1f} s  {result.rows_per_s:10,.0f} rows/s  "
+          f"peak RSS {peak / 2**20:7.0f} MiB  statuses {counts}", flush=True)
+    if not args.keep:
+        out.unlink()
+    return result
+
+
+def sizes(text: str) -> list[int]:
+    return [int(float(v)) for v in text.split(",") if v.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", default="1e5,1e6", help="row counts, every row classified")
+    parser.add_argument("--sparse", default="1e5,1e6,1e7",
+                        help="row counts, 1 row in --every classified")
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--work", default=os.environ.get("TMPDIR", "/tmp") + "/galmerge-scale")
+    parser.add_argument("--model", default=str(ROOT / "models" / "deepmerge-sdss.onnx"))
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--keep", action="store_true", help="keep the output files")
+    parser.add_argument("classify_args", nargs="*",
+                        help="extra classify options after --, e.g. -- --chunk-size 4096")
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    store = build_store(work, Path(args.model))
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), platform.processor())
+    print(f"machine: {os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} "
+          f"GiB; python {platform.python_version()}; extra classify args {args.classify_args}")
+    results = [run("full", n, args, work, store) for n in sizes(args.full)]
+    results += [run("sparse", n, args, work, store) for n in sizes(args.sparse)]
+    print("\n| catalogue | rows | rows through the model | wall time | rows/s | peak RSS "
+          "(process tree) | output |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        label = "every row has a cutout" if r.kind == "full" else f"1 row in {args.every} has one"
+        print(f"| {label} | {r.rows:,} | {r.classified:,} | {r.seconds:,.0f} s | "
+              f"{r.rows_per_s:,.0f} | {r.peak_rss / 2**20:,.0f} MiB | "
+              f"{r.out_bytes / 2**20:,.0f} MiB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
