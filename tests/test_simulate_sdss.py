@@ -16,11 +16,15 @@ from galmerge.data.simulator import simulate
 from galmerge.data.simulator.sdss import (
     SDSSConfig,
     _Grid,
+    _stretch,
     draw_catalogue,
+    load_backgrounds,
     lupton_rgb8,
     render_flux,
     to_jpeg_model_pixels,
+    unstretch,
 )
+from galmerge.errors import GalmergeError
 from tests.simtools import count_peaks
 
 
@@ -126,3 +130,44 @@ def test_stretch_maps_zero_flux_to_black_and_keeps_colour_order() -> None:
     assert rgb[0].max() == 0
     r, g, b = rgb[1, 4, 4].astype(int)
     assert r > g > b > 0
+
+
+def test_unstretch_inverts_the_lupton_stretch() -> None:
+    cfg = SDSSConfig()
+    rng = np.random.default_rng(0)
+    flux = rng.uniform(0.0, 2.0, (3, 3, 6, 6)).astype(np.float32)
+    rgb = np.moveaxis(_stretch(flux, cfg), -1, 1)
+    back = unstretch(rgb, cfg)
+    unsaturated = (rgb < 254.9).all(axis=1, keepdims=True)
+    np.testing.assert_allclose(back * unsaturated, flux * unsaturated, rtol=1e-4, atol=1e-6)
+
+
+def test_real_sky_backgrounds(tmp_path: Path, example_dir: Path) -> None:
+    jpegs = example_dir / "cutouts"
+    a = simulate(tmp_path / "a", n=8, seed=2, survey="sdss", backgrounds=jpegs).paths[0]
+    b = simulate(tmp_path / "b", n=8, seed=2, survey="sdss", backgrounds=jpegs).paths[0]
+    assert a.read_bytes() == b.read_bytes()
+    with open_dataset(a) as ds:
+        sky = ds.provenance["sky"]
+        assert sky["files"] == 24 and sky["blocks"] > 10 and len(sky["sha256"]) == 64
+        x = ds.read(np.arange(len(ds)))
+    assert x.min() >= 0 and x.max() <= 255
+    edge = x[..., :6, :].reshape(8, 3, -1)
+    assert np.median(edge) < 25
+    bank = load_backgrounds(jpegs, SDSSConfig())
+    assert bank.blocks.dtype == np.uint8 and bank.blocks.shape[1:] == (3, 105, 105)
+    # The blocks are sky: no bright sources or galaxy outskirts.
+    assert np.percentile(bank.blocks.mean(axis=1).reshape(len(bank.blocks), -1), 50,
+                         axis=1).max() < 12
+
+
+def test_background_errors(tmp_path: Path) -> None:
+    with pytest.raises(GalmergeError, match="background directory not found"):
+        simulate(tmp_path / "o", n=4, survey="sdss", backgrounds=tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(GalmergeError, match="no usable sky"):
+        simulate(tmp_path / "o", n=4, survey="sdss", backgrounds=empty)
+    with pytest.raises(GalmergeError, match="sdss only"):
+        simulate(tmp_path / "o", n=4, survey="hst", backgrounds=empty)

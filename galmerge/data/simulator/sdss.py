@@ -37,7 +37,7 @@ JPEGs. See ``docs/simulator.md`` for the parameters and their sources.
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,12 @@ class SDSSConfig:
     galaxy_count_slope: float = 0.35
     spike_mag: float = 14.5  # stars brighter than this show diffraction spikes
     spike_angle: float = 0.0  # radians; SDSS cutouts are north-up, spikes along the axes
+    # Real sky: a directory of real GZ1 JPEGs (e.g. the unlabelled target pool) whose
+    # corners (outside the central crop) become the sky behind the simulated scene,
+    # in place of the synthetic sky; synthetic field sources are then thinned.
+    backgrounds: str | None = None
+    background_field_factor: float = 0.5
+    background_max_blocks: int = 2400
     chunk: int = 128
 
     def to_dict(self) -> dict[str, Any]:
@@ -411,13 +417,15 @@ def _spikes(
 
 def render_flux(
     cat: dict[str, np.ndarray], sl: slice, cfg: SDSSConfig, rng: np.random.Generator,
-    grid: _Grid | None = None, *, noise: bool = True,
+    grid: _Grid | None = None, *, noise: bool = True, sky: bool = True,
 ) -> np.ndarray:
     """Noisy, PSF-convolved g, r, i images of ``cat[sl]`` at the render grid:
     float32 (k, 3, R, R) in nanomaggies per native pixel, before the stretch.
 
-    ``noise=False`` leaves out the sky noise and offset (for tests and figures);
-    the random stream is then consumed differently, so use it on its own generator.
+    ``sky=False`` leaves out the sky (noise and offset) but keeps the sources' own
+    shot noise: for compositing onto real sky backgrounds, which bring their own.
+    ``noise=False`` leaves out all noise (for tests and figures); the random stream
+    is then consumed differently, so use it on its own generator.
     """
     gr = grid or _Grid(cfg)
     g = {key: v[sl] for key, v in cat.items()}
@@ -470,10 +478,12 @@ def render_flux(
     if noise:
         sky_noise = profiles.irfft_cropped(profiles.noise_spectrum(rng, shape, std, grain),
                                            shape, r)
-        # Shot noise of the sources themselves on top of the sky's.
+        # Shot noise of the sources themselves, on top of the sky's.
         bright = np.asarray(cfg.sky_brightness, dtype=np.float32)[None, :, None, None]
-        out += sky_noise * np.sqrt(1.0 + np.maximum(out, 0.0) / bright)
-        out += g["sky_offset"].astype(np.float32)[:, :, None, None]
+        shot = np.maximum(out, 0.0) / bright
+        out += sky_noise * np.sqrt(1.0 + shot if sky else shot)
+        if sky:
+            out += g["sky_offset"].astype(np.float32)[:, :, None, None]
     return out
 
 
@@ -484,17 +494,41 @@ def lupton_rgb(flux_gri: np.ndarray, cfg: SDSSConfig) -> np.ndarray:
     astropy's :func:`~astropy.visualization.make_lupton_rgb` is pixel-wise, so the
     batch is stacked into one tall image and stretched in a single call.
     """
+    return _stretch(_scaled_rgb_flux(flux_gri, cfg), cfg)
+
+
+def _scaled_rgb_flux(flux_gri: np.ndarray, cfg: SDSSConfig) -> np.ndarray:
+    """(k, 3, H, W) g, r, i flux -> R, G, B = i, r, g times the stretch's band scales."""
+    sg, sr, si = cfg.band_scales
+    scales = np.asarray([si, sr, sg], dtype=np.float32)[None, :, None, None]
+    return flux_gri[:, ::-1] * scales
+
+
+def _stretch(rgb_flux: np.ndarray, cfg: SDSSConfig) -> np.ndarray:
+    """astropy Lupton stretch of scaled (k, 3, H, W) R, G, B flux: float (k, H, W, 3) 0-255."""
     from astropy.visualization import make_lupton_rgb
 
-    k, _, h, w = flux_gri.shape
-    sg, sr, si = cfg.band_scales
-    tall = [flux_gri[:, b].reshape(k * h, w).astype(np.float64) * s
-            for b, s in ((2, si), (1, sr), (0, sg))]
+    k, _, h, w = rgb_flux.shape
+    tall = [rgb_flux[:, c].reshape(k * h, w).astype(np.float64) for c in range(3)]
     with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 where the intensity is 0
         rgb = make_lupton_rgb(tall[0], tall[1], tall[2], minimum=0.0,
                               stretch=cfg.lupton_stretch, Q=cfg.lupton_q,
                               output_dtype=np.float64)
     return (rgb.reshape(k, h, w, 3) * 255.0).astype(np.float32)
+
+
+def unstretch(rgb: np.ndarray, cfg: SDSSConfig) -> np.ndarray:
+    """Inverse of :func:`_stretch` for (k, 3, H, W) R, G, B pixel values: scaled flux.
+
+    The Lupton mapping sends each pixel's mean intensity ``I`` to
+    ``mean(R, G, B) = 255 · asinh(Q I / stretch) · 0.1 / asinh(0.1 Q)`` and keeps the
+    colour ratios, so it inverts pixel by pixel (black pixels map to zero flux).
+    """
+    q, st = cfg.lupton_q, cfg.lupton_stretch
+    m = rgb.mean(axis=1, keepdims=True) / 255.0
+    intensity = st / q * np.sinh(m * np.arcsinh(0.1 * q) / 0.1)
+    ratio = np.divide(intensity, m, out=np.zeros_like(m), where=m > 0)
+    return (rgb / 255.0 * ratio).astype(np.float32)
 
 
 def lupton_rgb8(flux_gri: np.ndarray, cfg: SDSSConfig) -> np.ndarray:
@@ -519,8 +553,11 @@ def smooth_chroma(rgb: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     y = 0.299 * r + 0.587 * g + 0.114 * b
     chroma = np.stack([-0.168736 * r - 0.331264 * g + 0.5 * b,
                        0.5 * r - 0.418688 * g - 0.081312 * b], axis=1)  # (k, 2, H, W)
-    mat = _gaussian_matrices(rgb.shape[1], sigma)[:, None]  # (k, 1, H, H)
-    chroma = np.matmul(np.matmul(mat, chroma), np.ascontiguousarray(mat.transpose(0, 1, 3, 2)))
+    # Explicit (k, 2, H, H) copies: numpy's batched matmul is ~30x slower when broadcasting.
+    mat = np.ascontiguousarray(np.broadcast_to(
+        _gaussian_matrices(rgb.shape[1], sigma)[:, None], chroma.shape[:2] + (rgb.shape[1],) * 2))
+    mat_t = np.ascontiguousarray(mat.transpose(0, 1, 3, 2))
+    chroma = np.matmul(np.matmul(mat, chroma), mat_t)
     cb, cr = chroma[:, 0], chroma[:, 1]
     out = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb],
                    axis=-1)
@@ -533,17 +570,22 @@ def to_jpeg_model_pixels(rgb8: np.ndarray, cfg: SDSSConfig, grid: _Grid) -> np.n
     Decoding and resizing use the same functions as real cutouts
     (:func:`galmerge.data.images.decode_rgb8_bytes` and :func:`~galmerge.data.images.prepare`).
     """
-    from PIL import Image
-
-    from galmerge.data.images import decode_rgb8_bytes, prepare
-
     x = rgb8.astype(np.float32)
     up = np.einsum("ij,kjlc,ml->kimc", grid.up, x, grid.up, optimize=True)
     up = np.clip(np.rint(up), 0, 255).astype(np.uint8)
     crop = cfg.crop_px
-    up = up[:, :crop, :crop]
-    out = np.empty((len(up), 3, cfg.size, cfg.size), dtype=np.float32)
-    for i, im in enumerate(up):
+    return jpeg_to_model_pixels(up[:, :crop, :crop], cfg)
+
+
+def jpeg_to_model_pixels(rgb8: np.ndarray, cfg: SDSSConfig) -> np.ndarray:
+    """JPEG-compress (k, H, W, 3) uint8 crops at ``cfg.jpeg_quality``, decode and
+    area-resize them to the model size, exactly as real cutouts are read."""
+    from PIL import Image
+
+    from galmerge.data.images import decode_rgb8_bytes, prepare
+
+    out = np.empty((len(rgb8), 3, cfg.size, cfg.size), dtype=np.float32)
+    for i, im in enumerate(rgb8):
         buf = io.BytesIO()
         Image.fromarray(im).save(buf, format="JPEG", quality=cfg.jpeg_quality)
         raw = decode_rgb8_bytes(buf.getvalue(), source="simulated")
@@ -560,6 +602,103 @@ def images_from_flux(
     rgb = smooth_chroma(lupton_rgb(flux_gri, cfg), cfg.chroma_smooth * np.maximum(native, 1.0))
     rgb8 = np.clip(np.floor(rgb), 0, 255).astype(np.uint8)
     return to_jpeg_model_pixels(rgb8, cfg, grid)
+
+
+@dataclass
+class BackgroundBank:
+    """Sky blocks cut from the corners of real 423-px GZ1 JPEGs (outside the central crop).
+
+    Attributes:
+        blocks: uint8 (B, 3, b, b) with ``b = (frame_px - crop_px) // 2`` (105 px).
+        files: how many JPEGs were read.
+        digest: SHA-256 of the blocks (recorded in provenance).
+    """
+
+    blocks: np.ndarray
+    files: int
+    digest: str
+
+
+def load_backgrounds(directory: str | Path, cfg: SDSSConfig) -> BackgroundBank:
+    """Cut sky blocks from every ``frame_px``-square JPEG in ``directory`` (sorted by name).
+
+    Blocks holding bright sources or the central galaxy's outskirts (99.5th percentile
+    above 40 or median above 12 in the mean of R, G, B) are dropped; at most
+    ``cfg.background_max_blocks`` are kept, evenly spaced, so memory stays bounded.
+
+    Raises:
+        GalmergeError: no directory, or no usable JPEGs in it.
+    """
+    import hashlib
+
+    from galmerge.data.images import JPEG_EXTENSIONS, image_suffix, read_image
+    from galmerge.errors import GalmergeError
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise GalmergeError(f"{d}: background directory not found",
+                            hint="give a directory of real SDSS GZ1 JPEGs, e.g. the target pool")
+    files = sorted(p for p in d.iterdir() if p.is_file() and image_suffix(p) in JPEG_EXTENSIONS)
+    b = (cfg.frame_px - cfg.crop_px) // 2
+    blocks = []
+    for f in files:
+        x = read_image(f).pixels
+        if x.shape != (3, cfg.frame_px, cfg.frame_px):
+            continue
+        for ys in (slice(0, b), slice(cfg.frame_px - b, cfg.frame_px)):
+            for xs in (slice(0, b), slice(cfg.frame_px - b, cfg.frame_px)):
+                blk = x[:, ys, xs]
+                lum = blk.mean(axis=0)
+                if np.percentile(lum, 99.5) < 40 and np.median(lum) < 12:
+                    blocks.append(blk.astype(np.uint8))
+    if not blocks:
+        raise GalmergeError(
+            f"{d}: no usable sky found in {len(files)} JPEG(s)",
+            hint=f"backgrounds must be {cfg.frame_px}x{cfg.frame_px} SDSS colour JPEGs")
+    arr = np.stack(blocks)
+    if len(arr) > cfg.background_max_blocks:
+        keep = np.linspace(0, len(arr) - 1, cfg.background_max_blocks).round().astype(int)
+        arr = arr[keep]
+    return BackgroundBank(arr, len(files), hashlib.sha256(arr.tobytes()).hexdigest())
+
+
+def sky_mosaics(bank: BackgroundBank, k: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(k, 3, size, size) float skies, each a 2×2 mosaic of random, randomly flipped blocks
+    (edge-padded to ``size``)."""
+    b = bank.blocks.shape[-1]
+    idx = rng.integers(0, len(bank.blocks), (k, 4))
+    flips = rng.random((k, 4, 2)) < 0.5
+    out = np.empty((k, 3, 2 * b, 2 * b), dtype=np.float32)
+    for i in range(k):
+        for j in range(4):
+            blk = bank.blocks[idx[i, j]]
+            if flips[i, j, 0]:
+                blk = blk[:, ::-1]
+            if flips[i, j, 1]:
+                blk = blk[:, :, ::-1]
+            y0, x0 = (j // 2) * b, (j % 2) * b
+            out[i, :, y0:y0 + b, x0:x0 + b] = blk
+    pad = size - 2 * b
+    lo = pad // 2
+    return np.pad(out, ((0, 0), (0, 0), (lo, pad - lo), (lo, pad - lo)), mode="reflect")
+
+
+def images_on_backgrounds(
+    flux_gri: np.ndarray, bank: BackgroundBank, cfg: SDSSConfig, grid: _Grid,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Composite render-grid g, r, i flux (no sky) onto real sky and make model pixels.
+
+    The sky mosaic is mapped back to flux with :func:`unstretch`, the scene is
+    resampled to the JPEG grid and added, and the sum is stretched, quantised,
+    JPEG-compressed and resized like the real cutouts.
+    """
+    crop = cfg.crop_px
+    up = np.einsum("ij,kcjl,ml->kcim", grid.up, flux_gri, grid.up, optimize=True)
+    scene = _scaled_rgb_flux(up[:, :, :crop, :crop], cfg)
+    sky = unstretch(sky_mosaics(bank, len(flux_gri), crop, rng), cfg)
+    rgb = _stretch(scene + sky, cfg)
+    return jpeg_to_model_pixels(np.clip(np.floor(rgb), 0, 255).astype(np.uint8), cfg)
 
 
 def convention(cfg: SDSSConfig) -> ModelConvention:
@@ -583,6 +722,12 @@ def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Pa
 
     ss = np.random.SeedSequence(seed)
     r_cat, r_render = (np.random.default_rng(s) for s in ss.spawn(2))
+    bank = load_backgrounds(cfg.backgrounds, cfg) if cfg.backgrounds else None
+    if bank is not None:
+        cfg = replace(cfg, field_galaxies_per_arcmin2=cfg.field_galaxies_per_arcmin2
+                      * cfg.background_field_factor,
+                      field_stars_per_arcmin2=cfg.field_stars_per_arcmin2
+                      * cfg.background_field_factor)
     cat = draw_catalogue(n, r_cat, cfg)
     grid = _Grid(cfg)
     ids = [f"sdss-s{seed}-{i:06d}" for i in range(n)]
@@ -596,14 +741,20 @@ def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Pa
                             f"to {cfg.size}x{cfg.size}: read the real target with "
                             f"crop_fraction={cfg.crop_fraction:g}"),
         "paper": "DeepMerge II §4.2 (sim->real source)",
+        "sky": "synthetic" if bank is None else {
+            "backgrounds": str(cfg.backgrounds), "files": bank.files,
+            "blocks": len(bank.blocks), "sha256": bank.digest},
     }
     path = out_dir / "source.h5"
     with DatasetWriter(path, n, convention(cfg), labels=cat["label"], ids=ids,
                        split_seed=seed, provenance=prov) as w:
         for start in range(0, n, cfg.chunk):
             sl = slice(start, min(start + cfg.chunk, n))
-            flux = render_flux(cat, sl, cfg, r_render, grid)
-            w.write(start, images_from_flux(flux, cat["frame_r90"][sl], cfg, grid))
+            flux = render_flux(cat, sl, cfg, r_render, grid, sky=bank is None)
+            if bank is None:
+                w.write(start, images_from_flux(flux, cat["frame_r90"][sl], cfg, grid))
+            else:
+                w.write(start, images_on_backgrounds(flux, bank, cfg, grid, r_render))
         truth = truth_columns(cat, kind=cat["kind"], projection=cat["projection"],
                               r90=cat["r90"], frame_r90=cat["frame_r90"], blend=cat["blend"],
                               mag=cat["mag"], seeing=cat["seeing"])
