@@ -10,6 +10,7 @@ never loads torch.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -109,39 +110,449 @@ def simulate(
                f"{took:.1f} s")
 
 
-@app.command()
+_TRAIN_HELP = (
+    "Train a domain-adapted DeepMerge/ResNet18 (MMD, DANN, Fisher, entropy).\n\n"
+    "SOURCE must be labelled; TARGET may be unlabelled (its labels, if any, are used only for "
+    "the test metrics). Both may be any dataset layout galmerge reads (.h5, paper .npy pair, "
+    "directory of cutouts). Hyper-parameters come from the paper's Table A2 row matching "
+    "--method/--fisher/--entropy/--arch, or from --preset; options you give override them.\n\n"
+    "Writes OUT/best.pt, config.json, history.csv and metrics.json.\n\n"
+    "Example: galmerge train --source sim/source.h5 --target sim/target.h5 --method mmd "
+    "--out runs/mmd"
+)
+
+
+@app.command(help=_TRAIN_HELP)
 @user_errors
-def train() -> None:
-    """Train a domain-adapted DeepMerge/ResNet18 (MMD, DANN, Fisher, entropy)."""
-    not_implemented("train")
+def train(
+    source: Annotated[Path, typer.Option("--source", help="Labelled source dataset.")],
+    target: Annotated[Path, typer.Option("--target", help="Target dataset (labels optional).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory for best.pt etc.")],
+    method: Annotated[str | None, typer.Option(
+        "--method", help="Transfer loss: none, mmd or dann.")] = None,
+    fisher: Annotated[bool | None, typer.Option(
+        "--fisher/--no-fisher", help="Add the Fisher loss (Eq. 10).", show_default=False)] = None,
+    entropy: Annotated[bool | None, typer.Option(
+        "--entropy/--no-entropy", help="Add entropy minimisation on target (Eq. 11).",
+        show_default=False)] = None,
+    arch: Annotated[str | None, typer.Option(
+        "--arch", help="deepmerge (Table A1) or resnet18.")] = None,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help="Named paper setting, e.g. paper-simsim-mmd (see README).")] = None,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Start from this checkpoint's weights (transfer learning).")] = None,
+    freeze: Annotated[str | None, typer.Option(
+        "--freeze", help="none or conv (freeze conv+BN layers of --init-from).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Maximum epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Images per domain per step.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay")] = None,
+    cycle_length: Annotated[float | None, typer.Option(
+        "--cycle-length", help="One-cycle LR period in epochs.")] = None,
+    patience: Annotated[int | None, typer.Option(
+        "--patience", help="Early-stopping patience in epochs.")] = None,
+    lambda_tl: Annotated[float | None, typer.Option(
+        "--lambda-tl", help="Transfer-loss weight (Eq. 2).")] = None,
+    lambda_w: Annotated[float | None, typer.Option(
+        "--lambda-w", help="Fisher intra-class weight.")] = None,
+    lambda_b: Annotated[float | None, typer.Option(
+        "--lambda-b", help="Fisher inter-class weight.")] = None,
+    lambda_em: Annotated[float | None, typer.Option(
+        "--lambda-em", help="Entropy weight (Eq. 2).")] = None,
+    fisher_kind: Annotated[str | None, typer.Option(
+        "--fisher-kind", help="tr (trace ratio) or td (trace difference).")] = None,
+    mmd_kernels: Annotated[str | None, typer.Option(
+        "--mmd-kernels", help="batch (widths 2^k x mean distance) or paper (19 fixed).")] = None,
+    grl_schedule: Annotated[str | None, typer.Option(
+        "--grl-schedule", help="ganin (warm-up) or constant.")] = None,
+    dc_lr_mult: Annotated[float | None, typer.Option(
+        "--dc-lr-mult", help="Domain classifier LR multiplier.")] = None,
+    dropout: Annotated[float | None, typer.Option(
+        "--dropout", help="Dropout before the ResNet18 head.")] = None,
+    selection: Annotated[str | None, typer.Option(
+        "--selection", help="Best-epoch criterion: auto, source-loss, source-loss+mmd.")] = None,
+    augment: Annotated[bool | None, typer.Option(
+        "--augment/--no-augment", help="Random flips and 90-degree rotations.",
+        show_default=False)] = None,
+    source_labels: Annotated[Path | None, typer.Option(
+        "--source-labels", help="Labels file for a .npy or directory source.")] = None,
+    target_labels: Annotated[Path | None, typer.Option(
+        "--target-labels", help="Labels file for a .npy or directory target.")] = None,
+    source_crop: Annotated[float | None, typer.Option(
+        "--source-crop", help="Central fraction of directory cutouts (source).")] = None,
+    target_crop: Annotated[float | None, typer.Option(
+        "--target-crop", help="Central fraction of directory cutouts (target).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (paper: 1).")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="auto, cpu or cuda.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Allow an OUT that already holds best.pt.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No per-epoch lines.")] = False,
+) -> None:
+    from galmerge.training.presets import build_config
+    from galmerge.training.trainer import train as run_training
+
+    overrides = dict(
+        source=source, target=target, out=str(out), method=method, fisher=fisher,
+        entropy=entropy, arch=arch, init_from=str(init_from) if init_from else None,
+        freeze=freeze, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        cycle_length=cycle_length, patience=patience, lambda_tl=lambda_tl, lambda_w=lambda_w,
+        lambda_b=lambda_b, lambda_em=lambda_em, fisher_kind=fisher_kind, mmd_kernels=mmd_kernels,
+        grl_schedule=grl_schedule, dc_lr_mult=dc_lr_mult, dropout=dropout, selection=selection,
+        augment=augment, source_labels=source_labels, target_labels=target_labels,
+        source_crop=source_crop, target_crop=target_crop, seed=seed, device=device,
+        threads=threads,
+    )
+    config = build_config(overrides, preset)
+    show = sys.stderr.isatty() and not quiet
+    result = run_training(config, log=None if quiet else (lambda m: typer.echo(m, err=True)),
+                          progress=show, overwrite=overwrite)
+    m = result.metrics
+    typer.echo(f"best epoch {result.best_epoch} of {result.epochs_run}; wrote {result.checkpoint}")
+    for role in ("source", "target"):
+        t = m.get(f"{role}_test")
+        if t:
+            auc = "n/a" if t["auc"] is None else f"{t['auc']:.3f}"
+            typer.echo(f"{role} test: accuracy {t['accuracy']:.3f}  AUC {auc}  "
+                       f"F1 {t['f1']:.3f}  Brier {t['brier']:.3f}  (n={t['n']})")
+        else:
+            typer.echo(f"{role} test: no labels")
 
 
 @app.command()
 @user_errors
-def evaluate() -> None:
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="best.pt from `galmerge train`.")],
+    data: Annotated[Path, typer.Argument(help="A labelled dataset (.h5, .npy pair, directory).")],
+    split: Annotated[str, typer.Option(
+        "--split", help="train, val, test or all.")] = "test",
+    domain: Annotated[str | None, typer.Option(
+        "--domain", help="Use the source or target normalisation (default: the domain whose "
+        "data or pixel convention matches, else target).")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="Labels file for a .npy array or a directory of cutouts.")] = None,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", help="Bootstrap resamples for 95% intervals (0 = none).")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Report AUC, accuracy, precision, recall, F1, Brier and the confusion matrix."""
-    not_implemented("evaluate")
+    import json
+
+    from galmerge.training.evaluate import evaluate_checkpoint
+    from galmerge.training.metrics import format_metrics
+
+    res = evaluate_checkpoint(checkpoint, data, split=split, domain=domain, labels=labels,
+                              batch_size=batch_size, device=device, bootstrap=bootstrap)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2, sort_keys=True))
+        return
+    typer.echo(f"{res['checkpoint']} ({res['arch']}, epoch {res['epoch']}) on {res['data']} "
+               f"split {res['split']}, {res['domain']} normalisation ({res['domain_reason']})")
+    if res["n_unlabelled_skipped"]:
+        typer.echo(f"  skipped {res['n_unlabelled_skipped']} unlabelled images")
+    typer.echo(format_metrics(res))
+    if "ci95" in res:
+        typer.echo("  95% bootstrap intervals (stratified): " + ", ".join(
+            f"{k} [{lo:.3f}, {hi:.3f}]" for k, (lo, hi) in res["ci95"].items()))
 
 
 @app.command()
 @user_errors
-def export() -> None:
+def export(
+    ckpt: Annotated[Path, typer.Argument(help="Checkpoint (best.pt) written by `galmerge train`.")],
+    out: Annotated[Path, typer.Argument(help="ONNX file to write (a model card OUT.md is "
+                                              "written beside it).")],
+    domain: Annotated[str, typer.Option(
+        "--domain", help="Whose pixel convention and normalisation the model takes: 'target' "
+        "(the survey images it will classify) or 'source'.")] = "target",
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 18,
+    features: Annotated[bool, typer.Option(
+        "--features", help="Also output the latent features (N, F).")] = False,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Model name recorded in the metadata (default: the file stem).")] = None,
+) -> None:
     """Export a checkpoint to a self-describing ONNX model (checked against PyTorch)."""
-    not_implemented("export")
+    from galmerge.export import PARITY_TOLERANCE, export_onnx  # torch: only here
+
+    res = export_onnx(ckpt, out, domain=domain, opset=opset, with_features=features,
+                      model_name=name)
+    worst = res.parity.get("max", float("nan"))
+    typer.echo(f"wrote {res.path} (sha256 {res.sha256[:16]}…) and {res.card}")
+    typer.echo(f"ONNX Runtime vs PyTorch: max |Δp| = {worst:.1e} (limit {PARITY_TOLERANCE:g}) "
+               f"at batch 1 and 1000; " + "; ".join(res.notes))
+
+
+# Options shared by `fetch` and `classify --fetch` (one definition each).
+ServiceOpt = Annotated[str | None, typer.Option(
+    "--fetch", help="Fetch cutouts from a survey service: sdss (SkyServer ImgCutout), legacy "
+    "(Legacy Surveys viewer) or hips (CDS hips2fits).")]
+ServiceUrlOpt = Annotated[str | None, typer.Option(
+    "--service-url", help="Service base URL (mirrors separated by commas; sdss may contain "
+    "{release}). Default: $GALMERGE_SDSS_URL / $GALMERGE_LEGACY_URL / $GALMERGE_HIPS_URL, else "
+    "the public service.")]
+ReleaseOpt = Annotated[str | None, typer.Option(
+    "--release", help="sdss: data release (default dr17).")]
+LayerOpt = Annotated[str | None, typer.Option("--layer", help="legacy: layer (default ls-dr10).")]
+BandsOpt = Annotated[str | None, typer.Option("--bands", help="legacy: bands (default grz).")]
+CutoutFormatOpt = Annotated[str | None, typer.Option(
+    "--cutout-format", help="legacy: fits (default) or jpeg; hips: jpeg (default), png or fits.")]
+HipsOpt = Annotated[str | None, typer.Option(
+    "--hips", help="hips: HiPS id (default CDS/P/SDSS9/color).")]
+ScaleOpt = Annotated[float | None, typer.Option(
+    "--scale", help="Arcsec per pixel of the fetched cutout (overrides the model's).")]
+PixelsOpt = Annotated[int | None, typer.Option(
+    "--pixels", min=1, help="Width = height of the fetched cutout in pixels (default: the "
+    "model's size / crop fraction; 128 without a model).")]
+ScaleColOpt = Annotated[str | None, typer.Option(
+    "--scale-col", help="Per-row cutout scale from this column (e.g. petroR90_r) x "
+    "--scale-factor, Galaxy Zoo style.")]
+ScaleFactorOpt = Annotated[float | None, typer.Option(
+    "--scale-factor", help="Multiplies --scale-col (default: the model's petro_scale_factor, "
+    "else 1).")]
+ConcurrencyOpt = Annotated[int, typer.Option(
+    "--concurrency", min=1, max=256, help="Requests in flight at once.")]
+MaxRpsOpt = Annotated[float | None, typer.Option(
+    "--max-rps", help="At most this many requests per second (evenly spaced).")]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", min=0.01, help="Read timeout per request, seconds.")]
+RetriesOpt = Annotated[int, typer.Option(
+    "--retries", min=0, help="Retries per cutout after connection errors, timeouts, truncated "
+    "bodies, 429 and 5xx.")]
+BackoffOpt = Annotated[float, typer.Option(
+    "--backoff", min=0.0, help="First retry waits about this many seconds, doubling each time "
+    "(with jitter); a 429's Retry-After is always honoured.")]
+
+
+def _fetch_options(service: str | None, *, release: str | None, layer: str | None,
+                   bands: str | None, cutout_format: str | None, hips: str | None,
+                   service_url: str | None, scale: float | None, pixels: int | None,
+                   scale_col: str | None, scale_factor: float | None, concurrency: int,
+                   max_rps: float | None, timeout: float, retries: int, backoff: float,
+                   cache: Path | None = None, use_cache: bool = True,
+                   offline: bool = False) -> Any:
+    from galmerge.inference.fetch import FetchOptions
+
+    return FetchOptions(
+        service=service, release=release, layer=layer, bands=bands,
+        cutout_format=cutout_format, hips=hips, service_url=service_url, scale=scale,
+        pixels=pixels, scale_col=scale_col, scale_factor=scale_factor, concurrency=concurrency,
+        max_rps=max_rps, timeout=timeout, retries=retries, backoff=backoff,
+        cache=str(cache) if cache else None, use_cache=use_cache, offline=offline)
 
 
 @app.command()
 @user_errors
-def classify() -> None:
-    """Score every row of a catalogue; write probabilities and a status per row."""
-    not_implemented("classify")
+def classify(
+    catalog: Annotated[Path, typer.Option(
+        "--catalog", help="Catalogue: CSV, ECSV, FITS, VOTable, Parquet or HDF5 table.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", help="ONNX model (path or name); default: the shipped deepmerge-sdss.onnx "
+        "(searched in $GALMERGE_MODELS, models/, <prefix>/share/galmerge/models).")] = None,
+    cutouts: Annotated[Path | None, typer.Option(
+        "--cutouts", help="Folder of cutout files named by id (any image extension), or an "
+        "HDF5 cube from `galmerge simulate`. Without it, the file_loc column is used.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Output catalogue; format by extension (.csv .parquet .fits "
+        ".ecsv .vot .h5). Default: <catalogue stem>_scores.<ext> beside the catalogue.")] = None,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="Catalogue format when the extension does not tell (csv, ecsv, fits, "
+        "votable, parquet, hdf5).")] = None,
+    id_col: Annotated[str | None, typer.Option("--id-col", help="Id column.")] = None,
+    ra_col: Annotated[str | None, typer.Option("--ra-col", help="RA column.")] = None,
+    dec_col: Annotated[str | None, typer.Option("--dec-col", help="Dec column.")] = None,
+    file_loc_col: Annotated[str | None, typer.Option(
+        "--file-loc-col", help="Column of cutout paths (default: file_loc).")] = None,
+    pattern: Annotated[str | None, typer.Option(
+        "--pattern", help="Cutout file name in --cutouts, with {id} and/or {row}, e.g. "
+        "'{id}.jpeg'.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1,
+                                            help="Images per model call.")] = 256,
+    chunk_size: Annotated[int, typer.Option(
+        "--chunk-size", min=1, help="Rows per chunk (unit of work and of --resume).")] = 8192,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="ONNX Runtime threads (default: cores available).")] = None,
+    threshold: Annotated[float, typer.Option(
+        "--threshold", min=0.0, max=1.0, help="is_merger = p_merger >= threshold.")] = 0.5,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run from its last completed chunk.")] = False,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=1, help="Classify only the first N rows.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    service: ServiceOpt = None,
+    scale: ScaleOpt = None,
+    pixels: PixelsOpt = None,
+    scale_col: ScaleColOpt = None,
+    scale_factor: ScaleFactorOpt = None,
+    release: ReleaseOpt = None,
+    layer: LayerOpt = None,
+    bands: BandsOpt = None,
+    cutout_format: CutoutFormatOpt = None,
+    hips: HipsOpt = None,
+    service_url: ServiceUrlOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    max_rps: MaxRpsOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    retries: RetriesOpt = 4,
+    backoff: BackoffOpt = 1.0,
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="With --fetch: the cutout cache directory (default $GALMERGE_CACHE, "
+        "else ~/.cache/galmerge/cutouts).")] = None,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="With --fetch: keep nothing on disk.")] = False,
+) -> None:
+    """Score every row of a catalogue; write probabilities and a status per row.
+
+    Cutouts come from the file_loc column, from --cutouts (a folder of files, an HDF5 cube, or a
+    cache directory filled by `galmerge fetch`), or from a survey service with --fetch.
+    """
+    import sys
+
+    from galmerge.inference.cache import is_cache_dir
+    from galmerge.inference.pipeline import ClassifyOptions, classify_catalog
+    from galmerge.inference.progress import RunProgress, print_summary
+
+    fetch_opts = None
+    offline = service is None and cutouts is not None and is_cache_dir(cutouts)
+    if service is not None or offline:
+        if cutouts is not None and is_cache_dir(cutouts):
+            if cache is not None and cache != cutouts:
+                raise GalmergeError("give the cache once: --cutouts CACHE_DIR or --cache DIR")
+            # --fetch: fetch what the cache lacks, into it; otherwise read it offline.
+            cache, cutouts = cutouts, None
+        fetch_opts = _fetch_options(
+            service, release=release, layer=layer, bands=bands, cutout_format=cutout_format,
+            hips=hips, service_url=service_url, scale=scale, pixels=pixels,
+            scale_col=scale_col, scale_factor=scale_factor, concurrency=concurrency,
+            max_rps=max_rps, timeout=timeout, retries=retries, backoff=backoff, cache=cache,
+            use_cache=not no_cache, offline=offline)
+    elif scale_col is not None or scale is not None:
+        raise GalmergeError("--scale and --scale-col apply to fetched or cached cutouts",
+                            hint="add --fetch SERVICE, or --cutouts CACHE_DIR")
+    opts = ClassifyOptions(
+        threshold=threshold, batch_size=batch_size, chunk_size=chunk_size, id_col=id_col,
+        ra_col=ra_col, dec_col=dec_col, file_loc_col=file_loc_col,
+        cutouts=str(cutouts) if cutouts else None, pattern=pattern, format=fmt, limit=limit,
+        device=device, threads=threads, fetch=fetch_opts)
+    with RunProgress(enabled=not quiet) as prog:
+        summary = classify_catalog(catalog, model=model, output=output, options=opts,
+                                   resume=resume, command=["galmerge", *sys.argv[1:]],
+                                   progress=prog)
+    print_summary(summary)
 
 
 @app.command()
 @user_errors
-def report() -> None:
+def fetch(
+    catalog: Annotated[Path, typer.Option(
+        "--catalog", help="Catalogue: CSV, ECSV, FITS, VOTable, Parquet or HDF5 table, with "
+        "RA/Dec.")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Cache directory to fill (created; reused by reruns, by "
+        "`classify --fetch ... --cache DIR` and by `classify --cutouts DIR`).")],
+    service: ServiceOpt = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="ONNX model whose metadata gives the cutout size and scale (default: "
+        "classify's default model).")] = None,
+    scale: ScaleOpt = None,
+    pixels: PixelsOpt = None,
+    scale_col: ScaleColOpt = None,
+    scale_factor: ScaleFactorOpt = None,
+    release: ReleaseOpt = None,
+    layer: LayerOpt = None,
+    bands: BandsOpt = None,
+    cutout_format: CutoutFormatOpt = None,
+    hips: HipsOpt = None,
+    service_url: ServiceUrlOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    max_rps: MaxRpsOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    retries: RetriesOpt = 4,
+    backoff: BackoffOpt = 1.0,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="Catalogue format when the extension does not tell.")] = None,
+    id_col: Annotated[str | None, typer.Option("--id-col", help="Id column.")] = None,
+    ra_col: Annotated[str | None, typer.Option("--ra-col", help="RA column.")] = None,
+    dec_col: Annotated[str | None, typer.Option("--dec-col", help="Dec column.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", min=1, help="Fetch only the first N rows.")] = None,
+    status_out: Annotated[Path | None, typer.Option(
+        "--status-out", help="Per-row status table (CSV; default "
+        "OUT/<catalogue>.fetch-status.csv).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Skip rows the previous status table records as done; ask again "
+        "for the others.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing status table (the cache is kept).")] = False,
+) -> None:
+    """Prefetch every row's cutout into a cache directory, without classifying."""
+    from galmerge.inference.fetch import FetchConfig, fetch_catalog
+
+    opts = _fetch_options(
+        service or "sdss", release=release, layer=layer, bands=bands,
+        cutout_format=cutout_format, hips=hips, service_url=service_url, scale=scale,
+        pixels=pixels, scale_col=scale_col, scale_factor=scale_factor, concurrency=concurrency,
+        max_rps=max_rps, timeout=timeout, retries=retries, backoff=backoff, cache=out)
+    cfg = FetchConfig(catalog=catalog, out=out, options=opts, model=model, status_out=status_out,
+                      format=fmt, id_col=id_col, ra_col=ra_col, dec_col=dec_col, limit=limit,
+                      resume=resume, overwrite=overwrite)
+    summary = fetch_catalog(cfg)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.by_status.items()))
+    st = summary.stats
+    typer.echo(f"{summary.rows} rows in {summary.seconds:.1f} s: {counts}")
+    typer.echo(f"requests {st['requests']} (retries {st['retries']}, rate-limited "
+               f"{st['rate_limited']}), cache hits {st['cache_hits']}, resumed "
+               f"{summary.skipped_done}")
+    typer.echo(f"status table: {summary.status_table}")
+
+
+@app.command()
+@user_errors
+def report(
+    rundir: Annotated[Path, typer.Argument(help="A `galmerge train` output directory.")],
+    compare: Annotated[list[Path] | None, typer.Option(
+        "--compare", help="Other run directories to draw beside it (repeat).")] = None,
+    name: Annotated[list[str] | None, typer.Option(
+        "--name", help="Legend names: one for RUNDIR then one per --compare (repeat).")] = None,
+    source_data: Annotated[Path | None, typer.Option(
+        "--source-data", help="Score this source dataset instead of the run's own.")] = None,
+    source_labels: Annotated[Path | None, typer.Option(
+        "--source-labels", help="Labels file for --source-data.")] = None,
+    source_split: Annotated[str, typer.Option(
+        "--source-split", help="Split of the source data: train/val/test/all.")] = "test",
+    target_data: Annotated[Path | None, typer.Option(
+        "--target-data", help="Score this (labelled) target dataset instead of the run's own, "
+        "e.g. real SDSS dev images.")] = None,
+    target_labels: Annotated[Path | None, typer.Option(
+        "--target-labels", help="Labels file for --target-data.")] = None,
+    target_split: Annotated[str | None, typer.Option(
+        "--target-split", help="Split of the target data (default: test for the run's own "
+        "target, all for --target-data).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output folder (default RUNDIR/report).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    tsne_per_domain: Annotated[int, typer.Option(
+        "--tsne-per-domain", min=10, help="Latent vectors per domain in the t-SNE.")] = 300,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals (0 = none).")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling and t-SNE.")] = 0,
+) -> None:
     """Diagnostic plots (ROC, histograms, t-SNE, Grad-CAM, curves) and an HTML summary."""
-    not_implemented("report")
+    from galmerge.training.report import DataChoice, build_report
+
+    src = (DataChoice(str(source_data), str(source_labels) if source_labels else None,
+                      source_split) if source_data else None)
+    tgt = (DataChoice(str(target_data), str(target_labels) if target_labels else None,
+                      target_split or "all") if target_data else None)
+    page = build_report(rundir, compare=list(compare or []), names=list(name or []) or None,
+                        source_data=src, target_data=tgt, out=out, device=device,
+                        tsne_per_domain=tsne_per_domain, bootstrap=bootstrap, seed=seed,
+                        own_splits={"source": source_split, "target": target_split or "test"})
+    typer.echo(f"wrote {page} (and the PNG figures beside it)")
 
 
 def main() -> None:

@@ -90,8 +90,10 @@ class ModelConvention:
             before resizing to ``size``.
         pixel_scale_arcsec: arcsec per *model* pixel, when the training images
             had a fixed scale (``None`` for simulations without a sky scale).
-            Fetchers request ``size / crop_fraction`` pixels at
-            ``pixel_scale_arcsec * crop_fraction`` arcsec per pixel.
+            The stored cutout then spans ``size * pixel_scale_arcsec /
+            crop_fraction`` arcsec, so fetchers request ``size / crop_fraction``
+            pixels at ``pixel_scale_arcsec`` arcsec per pixel
+            (:func:`galmerge.inference.services.fetch_geometry`).
         petro_scale_factor: when set, cutouts were scaled per galaxy: arcsec
             per *stored-cutout* pixel = factor * Petrosian radius (Galaxy Zoo
             style); fetchers may use it with a Petrosian-radius column.

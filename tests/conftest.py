@@ -28,3 +28,20 @@ def decals_dir() -> Path:
 @pytest.fixture(scope="session")
 def darg_dir() -> Path:
     return DATA / "darg2010"
+
+
+@pytest.fixture(scope="session")
+def fake_services_server():
+    """The local fake SDSS / Legacy Surveys / hips2fits server, one per test session."""
+    from tests.fake_services import FakeServices
+
+    with FakeServices() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_services_server):
+    """The fake services with no faults, no latency and an empty request log."""
+    fake_services_server.reset()
+    yield fake_services_server
+    fake_services_server.reset()

@@ -11,8 +11,10 @@ HDU per band, band names from the headers) and ``.npy`` arrays into a
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,13 +114,28 @@ def _band_from_header(header: object) -> str | None:
     return None
 
 
+def decode_fits_bytes(data: bytes, *, source: str) -> RawImage:
+    """Decode FITS bytes (e.g. a Legacy Surveys ``fits-cutout`` body) to a RawImage.
+
+    Same rules as :func:`read_image` for FITS files; ``source`` names the input
+    in error messages.
+    """
+    import io
+
+    return _decode_fits(lambda: io.BytesIO(data), source)
+
+
 def _read_fits(p: Path) -> RawImage:
+    return _decode_fits(lambda: p, str(p))
+
+
+def _decode_fits(opener: Callable[[], Any], p: str) -> RawImage:
     from astropy.io import fits
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with fits.open(p, memmap=False) as hdul:
+            with fits.open(opener(), memmap=False) as hdul:
                 hdul.verify("silentfix")
                 image_hdus = [h for h in hdul if getattr(h, "data", None) is not None
                               and h.data is not None and np.ndim(h.data) >= 2]
@@ -148,7 +165,7 @@ def _read_fits(p: Path) -> RawImage:
         raise GalmergeError(f"{p}: expected a (bands, H, W) image, got shape {data.shape}")
     kind = FLUX_NANOMAGGIES if ("nanomaggie" in bunit or survey in {"DECALS", "LEGACY",
                                 "LEGACYSURVEY", "DES", "BASS", "MZLS"}) else FLUX_LINEAR
-    return RawImage(np.ascontiguousarray(data), kind, bands, str(p))
+    return RawImage(np.ascontiguousarray(data), kind, bands, p)
 
 
 def _cube_bands(header: object, n: int) -> tuple[str, ...]:

@@ -1,0 +1,697 @@
+"""Catalogues in: CSV, ECSV, FITS, VOTable, Parquet, HDF5 — read in chunks.
+
+:func:`open_catalog` returns a :class:`CatalogReader` whose :meth:`~CatalogReader.chunks`
+yields ``(start_row, pandas.DataFrame)`` pieces of at most ``chunk_size`` rows,
+so memory depends on the chunk size, not on the catalogue's length:
+
+========  ==============================================================  ==========
+format    how it streams                                                  extensions
+========  ==============================================================  ==========
+CSV       ``pandas.read_csv(chunksize=...)``; every column kept as its     .csv .txt .tsv
+          original text, so ids (and everything else) are carried exactly  (+ .gz/.bz2/.xz)
+ECSV      YAML header parsed once; data rows read like CSV, converted to   .ecsv
+          the header's types
+FITS      rows read from the file by byte range (no memmap, so resident    .fits .fit .fts
+          memory stays bounded) and decoded by astropy; tables with a
+          heap (variable-length arrays) fall back to memmap slices
+VOTable   **does not stream**: astropy parses the whole XML; refused       .vot .votable .xml
+          above :data:`VOTABLE_MAX_BYTES` (convert big ones to Parquet
+          or FITS)
+Parquet   ``pyarrow`` ``iter_batches``                                     .parquet .pq
+HDF5      ``h5py`` slices of a 1-D compound (table) dataset, e.g. one      .h5 .hdf5 .hdf
+          written by astropy's ``Table.write(..., format='hdf5')``
+========  ==============================================================  ==========
+
+:func:`find_columns` finds the id, RA/Dec and ``file_loc`` columns by common
+names (case-insensitive) or explicit names; :func:`parse_coordinates` turns a
+chunk's RA/Dec (degrees or sexagesimal strings) into degrees plus a per-row
+problem ("bad_coordinates"); :func:`id_strings` gives exact id strings
+(64-bit integers never pass through float).
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from galmerge.errors import GalmergeError
+
+FORMATS = ("csv", "ecsv", "fits", "votable", "parquet", "hdf5")
+_EXTENSIONS = {
+    ".csv": "csv", ".txt": "csv", ".tsv": "csv", ".ecsv": "ecsv",
+    ".fits": "fits", ".fit": "fits", ".fts": "fits",
+    ".vot": "votable", ".votable": "votable", ".xml": "votable",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5",
+}
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zip", ".zst")
+#: VOTable cannot be streamed (astropy parses the whole XML); bigger files are refused.
+VOTABLE_MAX_BYTES = 512 * 1024 * 1024
+
+#: Candidate id columns, in order of preference (case-insensitive).
+ID_COLUMNS = ("objid", "objID", "id_str", "id", "dr7objid", "dr8objid", "object1", "object_id",
+              "objectid", "source_id", "sourceid", "galaxy_id", "iauname", "name")
+#: Candidate (RA, Dec) column pairs, in order of preference (case-insensitive).
+COORD_COLUMNS = (("ra", "dec"), ("raj2000", "dej2000"), ("raj2000", "decj2000"),
+                 ("_raj2000", "_dej2000"), ("ra_deg", "dec_deg"), ("radeg", "decdeg"),
+                 ("ra_j2000", "dec_j2000"), ("ra_icrs", "de_icrs"), ("ra_icrs", "dec_icrs"),
+                 ("ra1", "dec1"), ("ra_1", "dec_1"), ("alpha", "delta"))
+#: Candidate per-row cutout path columns (Zoobot's ``file_loc`` first).
+FILE_LOC_COLUMNS = ("file_loc", "file_path", "filepath", "filename", "local_path")
+#: Values that catalogues use for "no value" in numeric coordinate columns.
+SENTINELS = (-9999.0, -999.0, -99.0, 9999.0, 99999.0, -99999.0)
+
+
+def detect_format(path: str | Path, fmt: str | None = None) -> str:
+    """Catalogue format from ``fmt`` or the file extension."""
+    if fmt:
+        f = fmt.lower().lstrip(".")
+        f = {"vot": "votable", "xml": "votable", "h5": "hdf5", "pq": "parquet",
+             "fit": "fits", "txt": "csv"}.get(f, f)
+        if f not in FORMATS:
+            raise GalmergeError(f"unknown catalogue format {fmt!r}",
+                                hint=f"use one of {', '.join(FORMATS)}")
+        return f
+    name = Path(path).name.lower()
+    for comp in _COMPRESSION:
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+            break
+    ext = Path(name).suffix
+    if ext not in _EXTENSIONS:
+        raise GalmergeError(
+            f"{path}: cannot tell the catalogue format from the extension {ext or '(none)'!r}",
+            hint=f"pass --format ({', '.join(FORMATS)})")
+    return _EXTENSIONS[ext]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which catalogue columns hold the id, coordinates and cutout paths."""
+
+    id: str
+    ra: str | None = None
+    dec: str | None = None
+    file_loc: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        """Plain-JSON form."""
+        return {"id": self.id, "ra": self.ra, "dec": self.dec, "file_loc": self.file_loc}
+
+
+def _pick(names: Sequence[str], candidates: Sequence[str]) -> str | None:
+    lower: dict[str, str] = {}
+    for n in names:
+        lower.setdefault(n.lower(), n)
+    for c in candidates:
+        if c.lower() in lower:
+            return lower[c.lower()]
+    return None
+
+
+def _explicit(names: Sequence[str], want: str, what: str, where: str) -> str:
+    if want in names:
+        return want
+    lower = {n.lower(): n for n in names}
+    if want.lower() in lower:
+        return lower[want.lower()]
+    raise GalmergeError(f"{where}: no column {want!r} for {what}",
+                        hint=f"columns are: {', '.join(list(names)[:30])}")
+
+
+def find_columns(
+    names: Sequence[str], *, where: str, id_col: str | None = None, ra_col: str | None = None,
+    dec_col: str | None = None, file_loc_col: str | None = None,
+) -> Columns:
+    """Find the id / RA / Dec / file_loc columns (explicit names win).
+
+    Raises:
+        GalmergeError: no id column, only one of RA/Dec, or an explicit name
+            that is not in the catalogue.
+    """
+    cid = (_explicit(names, id_col, "--id-col", where) if id_col
+           else _pick(names, ID_COLUMNS))
+    if cid is None:
+        raise GalmergeError(
+            f"{where}: no id column (looked for {', '.join(ID_COLUMNS)})",
+            hint="name it with --id-col")
+    if ra_col or dec_col:
+        if not (ra_col and dec_col):
+            raise GalmergeError("give both --ra-col and --dec-col")
+        ra, dec = (_explicit(names, ra_col, "--ra-col", where),
+                   _explicit(names, dec_col, "--dec-col", where))
+    else:
+        ra = dec = None
+        for a, b in COORD_COLUMNS:
+            pa, pb = _pick(names, (a,)), _pick(names, (b,))
+            if pa and pb:
+                ra, dec = pa, pb
+                break
+    floc = (_explicit(names, file_loc_col, "--file-loc-col", where) if file_loc_col
+            else _pick(names, FILE_LOC_COLUMNS))
+    return Columns(id=cid, ra=ra, dec=dec, file_loc=floc)
+
+
+# --- per-chunk column helpers -------------------------------------------------------
+
+def id_strings(col: pd.Series) -> tuple[np.ndarray, bool]:
+    """Exact id strings of a column, and whether it was floating point.
+
+    Integers (numpy or nullable) are formatted from their int64 values, text is
+    kept as is (stripped); missing ids become ``""``. Floating-point ids are
+    formatted with ``repr``; above 2**53 they were already inexact in the file
+    (the caller warns).
+    """
+    if pd.api.types.is_integer_dtype(col.dtype):
+        if isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
+            out = col.astype(object).map(lambda v: "" if v is pd.NA else str(int(v)))
+            return np.asarray(out, dtype=object), False
+        return col.to_numpy().astype(str).astype(object), False
+    if pd.api.types.is_float_dtype(col.dtype):
+        vals = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        out = np.array(["" if not np.isfinite(v) else
+                        (str(int(v)) if v == int(v) else repr(float(v))) for v in vals],
+                       dtype=object)
+        return out, True
+    vals = col.to_numpy(dtype=object)
+    out = np.array(["" if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+                    else (v.decode() if isinstance(v, bytes) else str(v)).strip()
+                    for v in vals], dtype=object)
+    return out, False
+
+
+def text_values(col: pd.Series) -> np.ndarray:
+    """A column as stripped strings (``""`` for missing), e.g. ``file_loc``."""
+    return id_strings(col)[0]
+
+
+_SEXAGESIMAL = re.compile(r"[:hdms°'\"]|\s\d")
+
+
+def parse_coordinates(ra: pd.Series, dec: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RA/Dec in degrees and a per-row problem (``""`` when fine).
+
+    Accepts numbers (degrees), numeric strings, or sexagesimal strings (RA in
+    hours ``12:30:49.4`` / ``12h30m49.4s``, Dec in degrees ``+12:23:28``),
+    parsed with astropy. Problems: missing, NaN, unparseable, the sentinels
+    of :data:`SENTINELS`, RA outside [0, 360) or Dec outside [-90, 90].
+    """
+    n = len(ra)
+    ra_deg, ra_bad = _to_degrees(ra, hours=True)
+    dec_deg, dec_bad = _to_degrees(dec, hours=False)
+    problem = np.full(n, "", dtype=object)
+    for i in range(n):
+        msg = ra_bad[i] or dec_bad[i]
+        if msg:
+            problem[i] = msg
+    ok = problem == ""
+    sent = ok & (np.isin(ra_deg, SENTINELS) | np.isin(dec_deg, SENTINELS))
+    for i in np.flatnonzero(sent):
+        problem[i] = f"sentinel value (ra={ra_deg[i]:g}, dec={dec_deg[i]:g})"
+    ok = problem == ""
+    out_ra = ok & ~((ra_deg >= 0.0) & (ra_deg < 360.0))
+    for i in np.flatnonzero(out_ra):
+        problem[i] = f"RA {ra_deg[i]:g} outside [0, 360)"
+    ok = problem == ""
+    out_dec = ok & ~((dec_deg >= -90.0) & (dec_deg <= 90.0))
+    for i in np.flatnonzero(out_dec):
+        problem[i] = f"Dec {dec_deg[i]:g} outside [-90, 90]"
+    bad = problem != ""
+    ra_deg = np.where(bad, np.nan, ra_deg)
+    dec_deg = np.where(bad, np.nan, dec_deg)
+    return ra_deg, dec_deg, problem
+
+
+def _to_degrees(col: pd.Series, *, hours: bool) -> tuple[np.ndarray, list[str]]:
+    n = len(col)
+    what = "RA" if hours else "Dec"
+    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        vals = np.array(col.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+        bad = ["" if np.isfinite(v) else f"{what} missing or NaN" for v in vals]
+        return vals, bad
+    text = text_values(col)
+    vals = np.array(pd.to_numeric(pd.Series(text, dtype=object), errors="coerce"),
+                    dtype=np.float64)
+    bad = [""] * n
+    todo = [i for i in range(n) if not np.isfinite(vals[i])]
+    if not todo:
+        return vals, bad
+    from astropy import units as u
+    from astropy.coordinates import Angle
+
+    unit = u.hourangle if hours else u.deg
+    for i in todo:
+        s = str(text[i])
+        if s == "" or s.lower() in ("nan", "null", "none", "--"):
+            bad[i] = f"{what} missing or NaN"
+            continue
+        if not _SEXAGESIMAL.search(s):
+            bad[i] = f"{what} {s!r} is not a number or sexagesimal angle"
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                vals[i] = Angle(s, unit=unit).to_value(u.deg)
+        except (ValueError, TypeError, u.UnitsError):
+            bad[i] = f"{what} {s!r} is not a number or sexagesimal angle"
+    return vals, bad
+
+
+# --- readers ------------------------------------------------------------------------
+
+@dataclass
+class CatalogReader:
+    """A catalogue opened for chunked reading.
+
+    Attributes:
+        path: the file.
+        format: one of :data:`FORMATS`.
+        columns: column names, in file order.
+        n_rows: number of data rows when known (an estimate for CSV).
+        text_columns: True when every column is carried as its original text (CSV).
+        note: how this format is read (shown with ``--verbose`` and in docs).
+    """
+
+    path: Path
+    format: str
+    columns: list[str]
+    n_rows: int | None
+    text_columns: bool = False
+    note: str = ""
+    _impl: Any = field(default=None, repr=False)
+
+    def chunks(self, chunk_size: int, *, limit: int | None = None
+               ) -> Iterator[tuple[int, pd.DataFrame]]:
+        """Yield ``(start_row, frame)`` for consecutive chunks of at most ``chunk_size`` rows."""
+        if chunk_size < 1:
+            raise GalmergeError(f"chunk size must be at least 1, got {chunk_size}")
+        start = 0
+        for frame in self._impl(chunk_size):
+            if limit is not None and start + len(frame) > limit:
+                frame = frame.iloc[: max(0, limit - start)]
+            if len(frame) == 0:
+                break
+            yield start, frame.reset_index(drop=True)
+            start += len(frame)
+            if limit is not None and start >= limit:
+                break
+
+
+def open_catalog(path: str | Path, fmt: str | None = None) -> CatalogReader:
+    """Open a catalogue for chunked reading (see the module docstring).
+
+    Raises:
+        GalmergeError: missing, empty or unparseable file; one line, naming it.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise GalmergeError(f"{p}: catalogue not found")
+    if p.is_dir():
+        raise GalmergeError(f"{p}: is a directory, not a catalogue file")
+    if p.stat().st_size == 0:
+        raise GalmergeError(f"{p}: catalogue file is empty")
+    f = detect_format(p, fmt)
+    opener = {"csv": _open_csv, "ecsv": _open_ecsv, "fits": _open_fits,
+              "votable": _open_votable, "parquet": _open_parquet, "hdf5": _open_hdf5}[f]
+    reader = opener(p)
+    if reader.n_rows == 0:
+        raise GalmergeError(f"{p}: catalogue has no rows")
+    return reader
+
+
+def _unparseable(p: Path, fmt: str, exc: BaseException) -> GalmergeError:
+    text = " ".join(str(exc).split())[:200]
+    return GalmergeError(f"{p}: cannot read as {fmt} ({type(exc).__name__}: {text})",
+                         hint="check the file, or pass --format")
+
+
+def _count_lines(p: Path) -> int | None:
+    if p.suffix.lower() in _COMPRESSION:
+        return None
+    n = 0
+    last = b"\n"
+    with p.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (0 if last == b"\n" else 1)
+
+
+def _open_csv(p: Path) -> CatalogReader:
+    sep = "\t" if p.name.lower().split(".")[-1] == "tsv" or ".tsv." in p.name.lower() else ","
+    kw: dict[str, Any] = dict(sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                              skipinitialspace=False, encoding="utf-8",
+                              encoding_errors="replace")
+    try:
+        head = pd.read_csv(p, nrows=2, **kw)
+    except pd.errors.EmptyDataError:
+        raise GalmergeError(f"{p}: catalogue has no header and no rows") from None
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError, OSError) as exc:
+        raise _unparseable(p, "CSV", exc) from None
+    columns = [str(c) for c in head.columns]
+    if len(head) == 0:
+        raise GalmergeError(f"{p}: catalogue has no rows (header only)")
+    lines = _count_lines(p)
+
+    def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
+        try:
+            with pd.read_csv(p, chunksize=chunk_size, **kw) as it:
+                for frame in it:
+                    # Short rows give NaN even with na_filter=False: keep text everywhere.
+                    yield frame.fillna("")
+        except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
+            raise _unparseable(p, "CSV", exc) from None
+
+    return CatalogReader(p, "csv", columns, None if lines is None else max(0, lines - 1),
+                         text_columns=True, note="streamed with pandas; columns kept as text",
+                         _impl=gen)
+
+
+def _ecsv_header(p: Path) -> tuple[list[str], int]:
+    lines: list[str] = []
+    with p.open("r", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("#"):
+                lines.append(line)
+            else:
+                lines.append(line)  # the column-name line
+                break
+    if not lines or not lines[0].startswith("# %ECSV"):
+        raise GalmergeError(f"{p}: not an ECSV file (no '# %ECSV' first line)",
+                            hint="pass --format csv for a plain CSV")
+    return lines, len(lines)
+
+
+def _open_ecsv(p: Path) -> CatalogReader:
+    from astropy.table import Table
+
+    header, nskip = _ecsv_header(p)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            empty = Table.read("".join(header), format="ascii.ecsv")
+    except Exception as exc:  # astropy raises many kinds for a bad header
+        raise _unparseable(p, "ECSV", exc) from None
+    columns = list(empty.colnames)
+    dtypes = {c: empty[c].dtype for c in columns}
+    delimiter = "," if "delimiter: ','" in "".join(header) else " "
+    lines = _count_lines(p)
+
+    def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
+        kw = dict(sep=delimiter, dtype=str, keep_default_na=False, na_filter=False,
+                  quotechar='"', skiprows=nskip, header=None, names=columns,
+                  skipinitialspace=delimiter == " ", chunksize=chunk_size, comment=None)
+        try:
+            with pd.read_csv(p, **kw) as it:
+                for frame in it:
+                    yield _typed_from_text(frame.fillna(""), dtypes)
+        except (pd.errors.ParserError, ValueError) as exc:
+            raise _unparseable(p, "ECSV", exc) from None
+
+    n = None if lines is None else max(0, lines - nskip)
+    return CatalogReader(p, "ecsv", columns, n, note="header parsed once, rows streamed",
+                         _impl=gen)
+
+
+def _typed_from_text(frame: pd.DataFrame, dtypes: dict[str, np.dtype]) -> pd.DataFrame:
+    out = {}
+    for c, dt in dtypes.items():
+        s = frame[c]
+        if dt.kind in "iu":
+            mask = s == ""
+            if mask.any():
+                out[c] = pd.array([None if m else int(v) for v, m in zip(s, mask, strict=True)],
+                                  dtype="Int64")
+            else:
+                out[c] = s.astype(np.int64)
+        elif dt.kind == "f":
+            out[c] = pd.to_numeric(s.replace("", "nan"), errors="coerce").astype(np.float64)
+        elif dt.kind == "b":
+            out[c] = pd.array([None if v == "" else v in ("True", "true", "1", "T")
+                               for v in s], dtype="boolean")
+        else:
+            out[c] = s.astype(object)
+    return pd.DataFrame(out)
+
+
+def _open_fits(p: Path) -> CatalogReader:
+    from astropy.io import fits
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(p, memmap=False, lazy_load_hdus=True) as hdul:
+                table_hdu = None
+                for idx, hdu in enumerate(hdul):
+                    if isinstance(hdu, fits.BinTableHDU | fits.TableHDU):
+                        table_hdu = idx
+                        header = hdu.header.copy()
+                        info = hdu.fileinfo()
+                        break
+                if table_hdu is None:
+                    raise GalmergeError(f"{p}: FITS file has no table extension",
+                                        hint="a catalogue is a binary or ASCII table HDU")
+    except GalmergeError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
+        raise _unparseable(p, "FITS", exc) from None
+    n = int(header.get("NAXIS2", 0))
+    names = [header.get(f"TTYPE{i}", f"col{i}") for i in range(1, int(header["TFIELDS"]) + 1)]
+    rowlen = int(header["NAXIS1"])
+    data_loc = int(info["datLoc"])
+    size = p.stat().st_size
+    if data_loc + rowlen * n > size:
+        raise GalmergeError(f"{p}: FITS table is truncated ({size} bytes, table needs "
+                            f"{data_loc + rowlen * n})", hint="download the file again")
+    heap = int(header.get("PCOUNT", 0)) > 0
+    if heap:
+        gen = _fits_memmap_chunks(p, table_hdu)
+        note = "memmap slices (table has a heap)"
+    else:
+        gen = _fits_byte_chunks(p, header, data_loc, rowlen, n)
+        note = "rows read by byte range"
+    return CatalogReader(p, "fits", [str(c) for c in names], n, note=note, _impl=gen)
+
+
+def _fits_byte_chunks(p: Path, header: Any, data_loc: int, rowlen: int, n: int) -> Any:
+    from astropy.io import fits
+    from astropy.table import Table
+
+    def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
+        with p.open("rb") as fh:
+            for start in range(0, n, chunk_size):
+                k = min(chunk_size, n - start)
+                fh.seek(data_loc + start * rowlen)
+                data = fh.read(k * rowlen)
+                h = header.copy()
+                h["NAXIS2"] = k
+                blob = h.tostring().encode("ascii") + data + b"\0" * ((-len(data)) % 2880)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    hdu = fits.BinTableHDU.fromstring(blob) if header.get(
+                        "XTENSION", "").strip() == "BINTABLE" else fits.TableHDU.fromstring(blob)
+                    table = Table.read(hdu)
+                yield table_to_frame(table)
+
+    return gen
+
+
+def _fits_memmap_chunks(p: Path, index: int) -> Any:
+    from astropy.table import Table
+
+    def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = Table.read(p, hdu=index, memmap=True)
+        for start in range(0, len(table), chunk_size):
+            yield table_to_frame(table[start:start + chunk_size])
+
+    return gen
+
+
+_NULLABLE_INT = {"int8": "Int8", "int16": "Int16", "int32": "Int32", "int64": "Int64",
+                 "uint8": "UInt8", "uint16": "UInt16", "uint32": "UInt32", "uint64": "UInt64"}
+
+
+def table_to_frame(table: Any) -> pd.DataFrame:
+    """An astropy Table as a DataFrame with stable, exact dtypes.
+
+    Integers stay int64 (nullable ``Int64`` where masked), booleans
+    ``boolean``, bytes are decoded to str, big-endian data is made native, and
+    multi-dimensional cells become JSON strings.
+    """
+    cols: dict[str, Any] = {}
+    for name in table.colnames:
+        col = table[name]
+        mask = getattr(col, "mask", None)
+        data = np.asarray(col)
+        if data.ndim > 1:
+            cols[name] = [json.dumps(np.asarray(v).tolist()) for v in data]
+            continue
+        kind = data.dtype.kind
+        has_mask = mask is not None and np.any(mask)
+        if kind in "SU":
+            vals = data.astype(str) if kind == "U" else np.char.decode(data, "utf-8", "replace")
+            vals = np.char.rstrip(vals).astype(object)
+            if has_mask:
+                vals[np.asarray(mask)] = ""
+            cols[name] = vals
+        elif kind in "iu":
+            arr = data.astype(data.dtype.newbyteorder("="))
+            if has_mask:
+                nullable = pd.array(arr, dtype=_NULLABLE_INT[arr.dtype.name])
+                nullable[np.asarray(mask)] = pd.NA
+                cols[name] = nullable
+            else:
+                cols[name] = arr
+        elif kind == "b":
+            if has_mask:
+                b = pd.array(data.astype(bool), dtype="boolean")
+                b[np.asarray(mask)] = pd.NA
+                cols[name] = b
+            else:
+                cols[name] = data.astype(bool)
+        elif kind == "f":
+            arr = data.astype(data.dtype.newbyteorder("="))
+            if has_mask:
+                arr = np.where(np.asarray(mask), np.nan, arr)
+            cols[name] = arr
+        elif kind == "O":
+            cols[name] = np.array(["" if v is None else (v.decode() if isinstance(v, bytes)
+                                                         else str(v)) for v in data],
+                                  dtype=object)
+        else:
+            cols[name] = data.astype(str).astype(object)
+    return pd.DataFrame(cols)
+
+
+def _open_votable(p: Path) -> CatalogReader:
+    size = p.stat().st_size
+    if size > VOTABLE_MAX_BYTES:
+        raise GalmergeError(
+            f"{p}: VOTable of {size / 2**20:.0f} MiB; VOTables are parsed whole and galmerge "
+            f"refuses more than {VOTABLE_MAX_BYTES / 2**20:.0f} MiB",
+            hint="convert it to Parquet or FITS (e.g. with TOPCAT/STILTS) and classify that")
+    from astropy.io.votable import parse_single_table
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = parse_single_table(str(p)).to_table()
+    except Exception as exc:  # the XML parser raises many kinds
+        raise _unparseable(p, "VOTable", exc) from None
+
+    def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
+        for start in range(0, len(table), chunk_size):
+            yield table_to_frame(table[start:start + chunk_size])
+
+    return CatalogReader(p, "votable", list(table.colnames), len(table),
+                         note=f"parsed whole (not streamable; limit "
+                              f"{VOTABLE_MAX_BYTES // 2**20} MiB)", _impl=gen)
+
+
+def arrow_to_frame(table: Any) -> pd.DataFrame:
+    """A pyarrow Table as a DataFrame with nullable ints/bools (no int->float)."""
+    import pyarrow as pa
+
+    def mapper(t: Any) -> Any:
+        if pa.types.is_integer(t):
+            return {8: pd.Int8Dtype(), 16: pd.Int16Dtype(), 32: pd.Int32Dtype(),
+                    64: pd.Int64Dtype()}[t.bit_width] if pa.types.is_signed_integer(t) else {
+                8: pd.UInt8Dtype(), 16: pd.UInt16Dtype(), 32: pd.UInt32Dtype(),
+                64: pd.UInt64Dtype()}[t.bit_width]
+        if pa.types.is_boolean(t):
+            return pd.BooleanDtype()
+        return None
+
+    frame = table.to_pandas(types_mapper=mapper)
+    for c in frame.columns:
+        if frame[c].dtype == object:
+            vals = frame[c].to_numpy()
+            if any(isinstance(v, list | np.ndarray | dict) for v in vals[:50]):
+                frame[c] = [json.dumps(np.asarray(v).tolist()) if v is not None else ""
+                            for v in vals]
+    return frame
+
+
+def _open_parquet(p: Path) -> CatalogReader:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(p)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _unparseable(p, "Parquet", exc) from None
+    names = list(pf.schema_arrow.names)
+
+    def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
+        try:
+            for batch in pf.iter_batches(batch_size=chunk_size):
+                yield arrow_to_frame(pa.Table.from_batches([batch]))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _unparseable(p, "Parquet", exc) from None
+
+    return CatalogReader(p, "parquet", names, pf.metadata.num_rows,
+                         note="streamed with pyarrow iter_batches", _impl=gen)
+
+
+def _find_h5_table(h5: Any) -> list[str]:
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        import h5py
+
+        if isinstance(obj, h5py.Dataset) and obj.dtype.names and obj.ndim == 1:
+            found.append(name)
+
+    h5.visititems(visit)
+    return found
+
+
+def _open_hdf5(p: Path) -> CatalogReader:
+    import h5py
+
+    try:
+        h5 = h5py.File(p, "r")
+    except OSError as exc:
+        raise _unparseable(p, "HDF5", exc) from None
+    with h5:
+        tables = _find_h5_table(h5)
+        if not tables:
+            hint = ("this is an image dataset: pass it as --cutouts with a catalogue of ids"
+                    if "images" in h5 else "write the catalogue with astropy "
+                    "Table.write(path, format='hdf5', path='table')")
+            raise GalmergeError(f"{p}: no table (1-D compound dataset) in the HDF5 file",
+                                hint=hint)
+        path = next((t for t in tables if t.split("/")[-1] in ("table", "data", "catalog",
+                                                               "catalogue")), tables[0])
+        ds = h5[path]
+        names = list(ds.dtype.names)
+        n = int(ds.shape[0])
+
+    def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
+        from astropy.table import Table
+
+        with h5py.File(p, "r") as f:
+            d = f[path]
+            for start in range(0, n, chunk_size):
+                yield table_to_frame(Table(d[start:start + chunk_size]))
+
+    return CatalogReader(p, "hdf5", names, n, note=f"h5py slices of {path!r}", _impl=gen)
+
+
+def read_catalog(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
+    """Read a whole (small) catalogue into one DataFrame (tests, notebooks)."""
+    reader = open_catalog(path, fmt)
+    frames = [f for _, f in reader.chunks(1 << 20)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

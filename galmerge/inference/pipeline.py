@@ -1,0 +1,764 @@
+"""The classify pipeline: catalogue chunks in, part files out, one table assembled.
+
+Three layers, so that a local run and a Dask run execute the same code:
+
+* :func:`make_context` builds a :class:`ClassifyContext` (the ONNX session,
+  the cutout source, the column map and the options) once per process.
+* :func:`classify_chunk` is the unit of work: a pure function of one
+  catalogue chunk (a DataFrame) and its first row number, returning the same
+  rows, in order, with ``p_merger``, ``is_merger``, ``status`` and
+  ``status_detail`` added. Inside a chunk a reader thread fetches/decodes and
+  prepares cutouts into a bounded queue of fixed-size batches while the main
+  thread runs the model, so I/O overlaps inference and memory is bounded by a
+  few batches.
+* :func:`classify_catalog` is the local runner: it streams chunks from
+  :func:`~galmerge.inference.catalog.open_catalog`, writes chunk ``k`` as an
+  idempotent part file (:func:`~galmerge.inference.writers.write_part`),
+  records the run in a manifest, and assembles the output
+  (:func:`~galmerge.inference.writers.assemble`). ``resume=True`` skips chunks
+  whose part exists; the run metadata (date, command line) come from the
+  original manifest, so a resumed run writes the same bytes as an
+  uninterrupted one.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from galmerge import __version__
+from galmerge.errors import GalmergeError
+from galmerge.inference.cache import is_cache_dir
+from galmerge.inference.catalog import (
+    Columns,
+    find_columns,
+    id_strings,
+    open_catalog,
+    parse_coordinates,
+    text_values,
+)
+from galmerge.inference.cutouts import (
+    BAD_COORDINATES,
+    FETCH_FAILED,
+    OK,
+    Cutout,
+    CutoutRequest,
+    CutoutSource,
+    LocalFileSource,
+)
+from galmerge.inference.engine import DEFAULT_BATCH_SIZE, OnnxClassifier, available_cpus
+from galmerge.inference.fetch import FetchOptions, Prefetcher, chunk_requests, row_scales
+from galmerge.inference.preprocess import DEFAULT_BLANK_THRESHOLD, prepare_cutout, prepare_stack
+from galmerge.inference.services import ServiceCutoutSource, open_cached_source
+from galmerge.inference.writers import (
+    RESULT_COLUMNS,
+    AssemblyResult,
+    assemble,
+    output_format,
+    part_path,
+    part_rows,
+    write_part,
+)
+
+#: File name of the shipped default model.
+DEFAULT_MODEL = "deepmerge-sdss.onnx"
+#: Environment variable naming a folder of models (or one .onnx file), e.g. in Docker.
+MODELS_ENV = "GALMERGE_MODELS"
+DEFAULT_CHUNK_SIZE = 8192
+#: Fetch options that change the output (and so must match to resume).
+FETCH_RESULT_KEYS = ("service", "release", "layer", "bands", "cutout_format", "hips", "scale",
+                     "pixels", "scale_col", "scale_factor")
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+ProgressFn = Callable[[str, int], None]
+
+
+# --- options and context ----------------------------------------------------------------
+
+@dataclass
+class ClassifyOptions:
+    """Settings of a classify run (saved in the run manifest).
+
+    Attributes:
+        threshold: ``is_merger`` is ``p_merger >= threshold``.
+        batch_size: images per model call (fixed; the last batch is padded).
+        chunk_size: catalogue rows per chunk = per part file = unit of resume.
+        id_col, ra_col, dec_col, file_loc_col: explicit column names.
+        cutouts: a folder of cutout files, or an HDF5 cube.
+        pattern: file name pattern in ``cutouts`` (``{id}``, ``{row}``).
+        format: catalogue format (default: from the extension).
+        limit: classify only the first ``limit`` rows.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: ONNX Runtime intra-op threads (default: available cores).
+        workers: cutout decode threads (default: available cores, at most 8).
+        blank_threshold: fraction of dead pixels above which a cutout is ``blank``.
+        fetch: fetch cutouts from a survey service (``classify --fetch``).
+    """
+
+    threshold: float = 0.5
+    batch_size: int = DEFAULT_BATCH_SIZE
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    id_col: str | None = None
+    ra_col: str | None = None
+    dec_col: str | None = None
+    file_loc_col: str | None = None
+    cutouts: str | None = None
+    pattern: str | None = None
+    format: str | None = None
+    limit: int | None = None
+    device: str = "auto"
+    threads: int | None = None
+    workers: int | None = None
+    blank_threshold: float = DEFAULT_BLANK_THRESHOLD
+    fetch: FetchOptions | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise GalmergeError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.chunk_size < 1 or self.batch_size < 1:
+            raise GalmergeError("chunk size and batch size must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise GalmergeError(f"--limit must be at least 1, got {self.limit}")
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that change the output (must match to resume)."""
+        d = asdict(self)
+        for k in ("device", "threads", "workers"):
+            d.pop(k)
+        if self.fetch is not None:  # how politely we fetch does not change the pixels
+            d["fetch"] = {k: v for k, v in d["fetch"].items() if k in FETCH_RESULT_KEYS}
+        return d
+
+
+@dataclass
+class ClassifyContext:
+    """Everything :func:`classify_chunk` needs, created once per process and reused."""
+
+    classifier: OnnxClassifier
+    source: CutoutSource
+    columns: Columns
+    options: ClassifyOptions
+    warnings: set[str] = field(default_factory=set)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    @property
+    def workers(self) -> int:
+        """Cutout decode threads."""
+        return max(1, self.options.workers or min(8, available_cpus()))
+
+    @property
+    def pool(self) -> ThreadPoolExecutor | None:
+        """Decode thread pool (None when one worker)."""
+        if self.workers <= 1:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="galmerge-decode")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop threads and close the cutout source."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.source.close()
+
+    def __enter__(self) -> ClassifyContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_context(
+    model: str | Path | OnnxClassifier, columns: Columns, options: ClassifyOptions, *,
+    source: CutoutSource | None = None, base_dir: str | Path | None = None,
+) -> ClassifyContext:
+    """Build a :class:`ClassifyContext`.
+
+    Args:
+        model: an ``.onnx`` path or an open :class:`OnnxClassifier`.
+        columns: from :func:`~galmerge.inference.catalog.find_columns`.
+        options: run settings.
+        source: any :class:`CutoutSource`; default :class:`LocalFileSource`
+            reading ``file_loc`` (relative to ``base_dir``) and ``options.cutouts``.
+        base_dir: the catalogue's folder.
+    """
+    clf = model if isinstance(model, OnnxClassifier) else OnnxClassifier(
+        model, device=options.device, batch_size=options.batch_size, threads=options.threads)
+    if source is None:
+        source = LocalFileSource(base_dir=base_dir, cutouts=options.cutouts,
+                                 pattern=options.pattern)
+    return ClassifyContext(clf, source, columns, options)
+
+
+# --- the unit of work ---------------------------------------------------------------------
+
+_DONE = object()
+
+
+def _bounded_map(pool: ThreadPoolExecutor | None, fn: Callable[[Any], Any],
+                 items: Iterable[Any], window: int) -> Iterator[Any]:
+    """``map(fn, items)`` on a pool, in order, with at most ``window`` in flight."""
+    if pool is None:
+        for item in items:
+            yield fn(item)
+        return
+    pending: deque[Future[Any]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
+
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
+                   progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Classify one catalogue chunk; returns every row, in order, with results.
+
+    Args:
+        chunk: catalogue rows (any dtypes; text columns from CSV are fine).
+        start_row: global row number of the chunk's first row (cutout lookup
+            by row, duplicate reporting, messages).
+        ctx: from :func:`make_context`.
+        progress: called as ``progress("rows", n)`` as rows finish.
+
+    Returns:
+        ``chunk``'s columns (an input column named like a result column is
+        renamed ``<name>_input``) plus ``p_merger`` (float32, NaN when not
+        classified), ``is_merger`` (nullable boolean, null when not
+        classified), ``status`` and ``status_detail``.
+    """
+    n = len(chunk)
+    cols, opts = ctx.columns, ctx.options
+    ids, id_is_float = id_strings(chunk[cols.id])
+    if id_is_float:
+        ctx.warnings.add(f"id column {cols.id!r} is floating point: ids above 2**53 were "
+                         "already rounded in the catalogue")
+    p = np.full(n, np.nan, dtype=np.float32)
+    status = np.full(n, "", dtype=object)
+    detail = np.full(n, "", dtype=object)
+    ra = dec = None
+    problem = None
+    if cols.ra and cols.dec:
+        ra, dec, problem = parse_coordinates(chunk[cols.ra], chunk[cols.dec])
+    scales = None
+    if opts.fetch is not None and opts.fetch.scale_col:
+        scales = row_scales(chunk, opts.fetch.scale_col,
+                            opts.fetch.factor(ctx.classifier.convention), "catalogue")
+    floc = text_values(chunk[cols.file_loc]) if cols.file_loc else None
+    has_local = np.full(n, bool(opts.cutouts), dtype=bool)
+    if floc is not None:
+        has_local |= floc != ""
+    requests: list[CutoutRequest] = []
+    positions: list[int] = []
+    for i in range(n):
+        bad = problem is not None and problem[i] != ""
+        if bad and not has_local[i]:
+            status[i], detail[i] = BAD_COORDINATES, problem[i]  # type: ignore[index]
+            continue
+        requests.append(CutoutRequest(
+            row=start_row + i, id=ids[i],
+            ra=None if ra is None or bad else float(ra[i]),
+            dec=None if dec is None or bad else float(dec[i]),
+            file_loc=(floc[i] or None) if floc is not None else None,
+            scale=None if scales is None else float(scales[i])))
+        positions.append(i)
+    if requests:
+        _run_requests(requests, np.asarray(positions), ctx, p, status, detail, progress)
+    if problem is not None:
+        for i in np.flatnonzero((problem != "") & (status != BAD_COORDINATES)):
+            note = f"coordinates ignored: {problem[i]}"
+            detail[i] = note if not detail[i] else f"{detail[i]}; {note}"
+    if progress is not None and n - len(requests):
+        progress("rows", n - len(requests))
+    return _result_frame(chunk, p, status, detail, opts.threshold, ctx)
+
+
+def _run_requests(requests: list[CutoutRequest], positions: np.ndarray, ctx: ClassifyContext,
+                  p: np.ndarray, status: np.ndarray, detail: np.ndarray,
+                  progress: ProgressFn | None) -> None:
+    """Reader thread -> bounded queue of batches -> model (this thread)."""
+    clf, opts, source = ctx.classifier, ctx.options, ctx.source
+    conv = clf.convention
+    bs = clf.batch_size
+    q: queue.Queue[Any] = queue.Queue(maxsize=3)
+    stop = threading.Event()
+    pool = ctx.pool
+    window = 4 * ctx.workers
+
+    def record(j: int, st: str, de: str) -> None:
+        i = positions[j]
+        status[i], detail[i] = st, de
+
+    def produce() -> None:
+        try:
+            start = 0
+            while start < len(requests):  # array fast path, batch by batch
+                part = requests[start:start + bs]
+                stack = source.get_stack(part)
+                if stack is None:
+                    break
+                sts, des, imgs = prepare_stack(stack, conv, blank_threshold=opts.blank_threshold)
+                ok = []
+                for j, (st, de) in enumerate(zip(sts, des, strict=True)):
+                    record(start + j, st, de)
+                    if st == OK:
+                        ok.append(start + j)
+                if not _put(q, (ok, imgs, len(part)), stop):
+                    return
+                start += len(part)
+            rest = requests[start:]
+            buf = np.empty((bs, len(conv.bands), conv.size, conv.size), dtype=np.float32)
+            buf_pos: list[int] = []
+            rows_pending = 0
+
+            def prep(c: Cutout) -> tuple[str, str, np.ndarray | None]:
+                return prepare_cutout(c, conv, blank_threshold=opts.blank_threshold)
+
+            if getattr(source, "thread_safe", False):
+                results = _bounded_map(pool, lambda r: prep(source.get(r)), rest, window)
+            else:
+                results = _bounded_map(pool, prep, source.get_many(rest), window)
+            for j, (st, de, img) in enumerate(results, start=start):
+                record(j, st, de)
+                rows_pending += 1
+                if img is not None:
+                    buf[len(buf_pos)] = img
+                    buf_pos.append(j)
+                    if len(buf_pos) == bs:
+                        if not _put(q, (buf_pos, buf.copy(), rows_pending), stop):
+                            return
+                        buf_pos, rows_pending = [], 0
+            if buf_pos or rows_pending:
+                _put(q, (buf_pos, buf[:len(buf_pos)].copy(), rows_pending), stop)
+            _put(q, _DONE, stop)
+        except BaseException as exc:  # handed to the consuming thread
+            _put(q, exc, stop)
+
+    reader = threading.Thread(target=produce, name="galmerge-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            ok, imgs, nrows = item
+            if len(ok):
+                p[positions[np.asarray(ok)]] = clf.run_batch(imgs)
+            if progress is not None:
+                progress("rows", nrows)
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _result_frame(chunk: pd.DataFrame, p: np.ndarray, status: np.ndarray, detail: np.ndarray,
+                  threshold: float, ctx: ClassifyContext) -> pd.DataFrame:
+    out = chunk.copy(deep=False)
+    clash = [c for c in RESULT_COLUMNS if c in out.columns]
+    if clash:
+        out = out.rename(columns={c: f"{c}_input" for c in clash})
+        ctx.warnings.add(f"input columns {', '.join(clash)} renamed with suffix _input")
+    classified = status == OK
+    is_m = pd.array(np.where(classified, p >= threshold, False), dtype="boolean")
+    is_m[~classified] = pd.NA
+    out["p_merger"] = p
+    out["is_merger"] = is_m
+    out["status"] = pd.array(status.astype(str), dtype=object)
+    out["status_detail"] = pd.array(detail.astype(str), dtype=object)
+    return out
+
+
+# --- model location -------------------------------------------------------------------------
+
+def model_search_path() -> list[Path]:
+    """Folders searched for a model given by name (and for the default model).
+
+    1. ``$GALMERGE_MODELS`` (a folder, e.g. ``/opt/galmerge/models`` in Docker);
+    2. ``models/`` of a source checkout (beside the ``galmerge`` package);
+    3. ``<prefix>/share/galmerge/models`` (installed from a wheel).
+    """
+    paths = []
+    env = os.environ.get(MODELS_ENV)
+    if env:
+        paths.append(Path(env))
+    paths.append(Path(__file__).resolve().parents[2] / "models")
+    paths.append(Path(sys.prefix) / "share" / "galmerge" / "models")
+    return paths
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """The model file for ``--model`` (a path, a name in the search path, or the default)."""
+    env = os.environ.get(MODELS_ENV)
+    if model is None and env and Path(env).is_file():
+        return Path(env)
+    name = DEFAULT_MODEL if model is None else str(model)
+    p = Path(name)
+    if model is not None and (p.exists() or p.is_absolute() or len(p.parts) > 1):
+        return p
+    candidates = [name] if name.endswith(".onnx") else [name + ".onnx", name]
+    for folder in model_search_path():
+        for cand in candidates:
+            if (folder / cand).is_file():
+                return folder / cand
+    if model is not None:
+        return p
+    raise GalmergeError(
+        f"default model {DEFAULT_MODEL} not found (searched "
+        f"{', '.join(str(f) for f in model_search_path())})",
+        hint=f"pass --model PATH.onnx or set {MODELS_ENV} to a folder holding it")
+
+
+def default_output(catalog: str | Path, fmt: str) -> Path:
+    """``<catalogue stem>_scores.<ext>`` beside the catalogue (same format)."""
+    cat = Path(catalog)
+    name = cat.name
+    for comp in (".gz", ".bz2", ".xz", ".zip", ".zst"):
+        if name.lower().endswith(comp):
+            name = name[: -len(comp)]
+    stem, ext = os.path.splitext(name)
+    ext = {"votable": ".vot", "hdf5": ".h5"}.get(fmt, ext if ext.lower() in (
+        ".csv", ".fits", ".fit", ".ecsv", ".parquet", ".pq", ".vot", ".xml", ".h5",
+        ".hdf5") else "." + fmt)
+    if ext.lower() in (".txt", ".tsv"):
+        ext = ".csv"
+    return cat.with_name(f"{stem}_scores{ext}")
+
+
+# --- manifest and resume ------------------------------------------------------------------------
+
+def catalog_fingerprint(path: Path) -> dict[str, Any]:
+    """Size plus sha256 of the first and last 8 MiB: cheap, copy-proof identity."""
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    block = 8 << 20
+    with path.open("rb") as f:
+        h.update(f.read(block))
+        if size > 2 * block:
+            f.seek(size - block)
+        h.update(f.read(block))
+    return {"size": size, "sha256_head_tail": h.hexdigest()}
+
+
+def run_date() -> str:
+    """Now in UTC (ISO 8601), or ``$SOURCE_DATE_EPOCH`` for reproducible outputs."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = (_dt.datetime.fromtimestamp(int(epoch), _dt.UTC) if epoch and epoch.isdigit()
+            else _dt.datetime.now(_dt.UTC))
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _normalised_command(command: list[str] | None) -> list[str]:
+    cmd = list(command) if command else ["(python) galmerge.inference.classify_catalog"]
+    return [c for c in cmd if c != "--resume"]
+
+
+def _manifest_key(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: m[k] for k in ("manifest_version", "galmerge_version", "catalog", "model",
+                              "settings", "columns", "output", "source")}
+
+
+@contextlib.contextmanager
+def _locked(work: Path) -> Iterator[None]:
+    import fcntl
+
+    work.mkdir(parents=True, exist_ok=True)
+    fh = (work / "lock").open("w")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise GalmergeError(f"{work}: another galmerge classify is writing this output",
+                                hint="wait for it, or choose another --output") from None
+        yield
+    finally:
+        fh.close()
+
+
+def _prepare_work_dir(work: Path, manifest: dict[str, Any], resume: bool
+                      ) -> tuple[dict[str, Any], bool]:
+    """Return the manifest to use (the original one when resuming) and whether resuming."""
+    mpath = work / MANIFEST
+    if resume and mpath.is_file():
+        try:
+            old = json.loads(mpath.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old is not None:
+            new_key, old_key = _manifest_key(manifest), _manifest_key(old)
+            if new_key != old_key:
+                changed = sorted(k for k in new_key if new_key[k] != old_key.get(k))
+                raise GalmergeError(
+                    f"cannot resume {work}: {', '.join(changed)} changed since the interrupted "
+                    "run", hint="rerun without --resume to start over")
+            return old, True
+    for child in work.iterdir():
+        if child.name.startswith(("part-", ".part-")) or child.name == MANIFEST:
+            child.unlink()
+    tmp = work / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, mpath)
+    return manifest, False
+
+
+# --- the local runner ---------------------------------------------------------------
+
+@dataclass
+class RunSummary:
+    """What :func:`classify_catalog` did."""
+
+    output: Path
+    format: str
+    rows: int
+    status_counts: dict[str, int]
+    classified: int
+    mergers: int
+    duplicate_ids: int
+    seconds: float
+    model: dict[str, Any]
+    resumed_chunks: int = 0
+    warnings: list[str] = field(default_factory=list)
+    sidecar: Path | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        """Throughput of this invocation."""
+        return self.rows / self.seconds if self.seconds > 0 else float("nan")
+
+
+def check_output(out: Path) -> None:
+    """Fail early (one line) when ``out`` cannot be written."""
+    if out.is_dir():
+        raise GalmergeError(f"{out}: output path is a directory", hint="give a file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise GalmergeError(f"{out}: output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GalmergeError(f"{out}: output folder {parent} is not writable")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise GalmergeError(f"{out}: output file exists and is not writable")
+
+
+def classify_catalog(
+    catalog: str | Path, *, model: str | Path | None = None, output: str | Path | None = None,
+    options: ClassifyOptions | None = None, resume: bool = False,
+    source: CutoutSource | None = None, command: list[str] | None = None,
+    progress: ProgressFn | None = None,
+) -> RunSummary:
+    """Classify every row of a catalogue and write the scored catalogue.
+
+    Args:
+        catalog: CSV/ECSV/FITS/VOTable/Parquet/HDF5 catalogue.
+        model: ``.onnx`` path or name (default: the shipped
+            ``deepmerge-sdss.onnx``, see :func:`resolve_model`).
+        output: output file (default :func:`default_output`); format by extension.
+        options: :class:`ClassifyOptions`.
+        resume: continue an interrupted run from its last completed chunk.
+        source: a :class:`CutoutSource` instead of local files (fetchers).
+        command: the command line to record (the CLI passes its argv).
+        progress: ``progress(kind, n)`` with kinds ``total`` (rows, once;
+            may be an estimate), ``rows`` (rows done), ``assemble`` (rows written).
+
+    Raises:
+        GalmergeError: whole-run problems (one line): catalogue, columns, model,
+            output path, or an incompatible ``resume``.
+    """
+    t0 = time.perf_counter()
+    opts = options or ClassifyOptions()
+    cat = Path(catalog)
+    reader = open_catalog(cat, opts.format)
+    cols = find_columns(reader.columns, where=str(cat), id_col=opts.id_col, ra_col=opts.ra_col,
+                        dec_col=opts.dec_col, file_loc_col=opts.file_loc_col)
+    if opts.fetch is not None and cols.ra is None:
+        raise GalmergeError(
+            f"{cat}: --fetch needs coordinates, but no RA/Dec columns were found (looked for "
+            "ra/dec, RAJ2000/DEJ2000, ra_deg, ra1/dec1, ...)",
+            hint="name them with --ra-col/--dec-col")
+    if source is None and opts.fetch is None and not cols.file_loc and not opts.cutouts:
+        if cols.ra is None:
+            raise GalmergeError(
+                f"{cat}: no coordinate columns (looked for ra/dec, RAJ2000/DEJ2000, ra_deg, "
+                "ra1/dec1, ...), no file_loc column and no --cutouts",
+                hint="add a file_loc column, pass --cutouts DIR, or name the coordinates with "
+                     "--ra-col/--dec-col")
+        raise GalmergeError(
+            f"{cat}: rows have coordinates ({cols.ra}, {cols.dec}) but no file_loc column and no "
+            "--cutouts, so there is nothing to read cutouts from",
+            hint="pass --cutouts DIR or add a file_loc column")
+    out = Path(output) if output is not None else default_output(cat, reader.format)
+    check_output(out)
+    fmt = output_format(out)
+    if out.resolve() == cat.resolve():
+        raise GalmergeError(f"{out}: output would overwrite the input catalogue")
+    model_path = resolve_model(model)
+    clf = OnnxClassifier(model_path, device=opts.device, batch_size=opts.batch_size,
+                         threads=opts.threads)
+    own_cache = None
+    if source is None and opts.fetch is not None:
+        source = opts.fetch.open_source(clf.convention)
+        own_cache = source.cache
+    elif source is None and opts.cutouts and is_cache_dir(opts.cutouts):
+        source = open_cached_source(opts.cutouts)  # a cache filled by `galmerge fetch`
+        own_cache = source.cache
+    ctx = make_context(clf, cols, opts, source=source, base_dir=cat.parent)
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "galmerge_version": __version__,
+        "created": run_date(),
+        "command": _normalised_command(command),
+        "catalog": {"path": str(cat), "format": reader.format, **catalog_fingerprint(cat)},
+        "model": {"name": clf.name, "file": clf.path.name, "sha256": clf.sha256,
+                  "placeholder": clf.placeholder},
+        "settings": opts.result_settings(),
+        "columns": cols.to_dict(),
+        "output": {"path": str(out), "format": fmt},
+        "source": ctx.source.name,
+    }
+    work = out.with_name(out.name + ".parts")
+    total = reader.n_rows if opts.limit is None or reader.n_rows is None else min(
+        reader.n_rows, opts.limit)
+    if progress is not None and total is not None:
+        progress("total", total)
+    resumed = 0
+    prefetcher = None
+    if isinstance(ctx.source, ServiceCutoutSource) and ctx.source.cache is not None \
+            and not ctx.source.offline:
+        prefetcher = Prefetcher(ctx.source)
+    try:
+        with _locked(work):
+            manifest, resuming = _prepare_work_dir(work, manifest, resume)
+            n_chunks = 0
+            chunks = reader.chunks(opts.chunk_size, limit=opts.limit)
+            upcoming = next(chunks, None)
+            k = -1
+            while upcoming is not None:
+                k += 1
+                start, chunk = upcoming
+                upcoming = next(chunks, None)
+                n_chunks = k + 1
+                if resuming and _part_reusable(part_path(work, k), len(chunk)):
+                    resumed += 1
+                    if progress is not None:
+                        progress("rows", len(chunk))
+                    continue
+                if prefetcher is not None and upcoming is not None and not (
+                        resuming and _part_reusable(part_path(work, k + 1), len(upcoming[1]))):
+                    # The next chunk's cutouts stream into the cache while this one runs.
+                    prefetcher.submit(_fetch_requests(upcoming[1], upcoming[0], ctx))
+                write_part(classify_chunk(chunk, start, ctx, progress=progress), work, k)
+            if n_chunks == 0:
+                raise GalmergeError(f"{cat}: catalogue has no rows")
+            meta = run_metadata(manifest, clf, reader.format)
+            asm = assemble([part_path(work, k) for k in range(n_chunks)], out, meta=meta,
+                           id_col=cols.id, text_columns=reader.text_columns,
+                           keep_text={c for c in (cols.file_loc,) if c},
+                           progress=(lambda n: progress("assemble", n)) if progress else None)
+    finally:
+        if prefetcher is not None:
+            prefetcher.close()
+        ctx.close()
+        if own_cache is not None:
+            own_cache.close()
+    shutil.rmtree(work, ignore_errors=True)
+    warnings = sorted(ctx.warnings)
+    if clf.placeholder:
+        warnings.insert(0, f"model {clf.name} is a PLACEHOLDER (untrained), not a science model: "
+                           "its probabilities carry no information")
+    return _summary(asm, clf, time.perf_counter() - t0, resumed, warnings, meta)
+
+
+def _part_reusable(path: Path, n_rows: int) -> bool:
+    """A finished part that a resumed run keeps: complete, and no row failed to fetch.
+
+    Parts holding ``fetch_failed`` rows are recomputed, so a resumed run asks the
+    service again for exactly those rows (the others come from the cache).
+    """
+    if not path.exists() or part_rows(path) != n_rows:
+        return False
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        status = pq.read_table(path, columns=["status"]).column("status")
+    except Exception:  # unreadable: recompute
+        return False
+    return not pc.any(pc.equal(status, FETCH_FAILED)).as_py()
+
+
+def _fetch_requests(chunk: pd.DataFrame, start: int, ctx: ClassifyContext
+                    ) -> list[CutoutRequest]:
+    """The requests :func:`classify_chunk` will make for ``chunk`` (for prefetching)."""
+    fo = ctx.options.fetch
+    scales = None
+    if fo is not None and fo.scale_col:
+        scales = row_scales(chunk, fo.scale_col, fo.factor(ctx.classifier.convention),
+                            "catalogue")
+    return [r for r in chunk_requests(chunk, start, ctx.columns, scales=scales)
+            if r.ra is not None]
+
+
+def run_metadata(manifest: dict[str, Any], clf: OnnxClassifier, catalog_format: str
+                 ) -> dict[str, Any]:
+    """The run metadata written into the output (counts are added by the writer)."""
+    settings = manifest["settings"]
+    return {
+        "galmerge_version": manifest["galmerge_version"],
+        "date": manifest["created"],
+        "command": " ".join(manifest["command"]),
+        "model": manifest["model"]["name"],
+        "model_file": manifest["model"]["file"],
+        "model_sha256": manifest["model"]["sha256"],
+        "model_placeholder": manifest["model"]["placeholder"],
+        "model_convention": clf.convention.pixel_convention,
+        "catalog": Path(manifest["catalog"]["path"]).name,
+        "catalog_format": catalog_format,
+        "cutout_source": manifest["source"],
+        "threshold": settings["threshold"],
+        "columns": {k: v for k, v in manifest["columns"].items() if v},
+    }
+
+
+def _summary(asm: AssemblyResult, clf: OnnxClassifier, seconds: float, resumed: int,
+             warnings: list[str], meta: dict[str, Any]) -> RunSummary:
+    return RunSummary(output=asm.path, format=asm.format, rows=asm.n_rows,
+                      status_counts=asm.status_counts, classified=asm.n_classified,
+                      mergers=asm.n_merger, duplicate_ids=asm.n_duplicate_ids, seconds=seconds,
+                      model=clf.describe(), resumed_chunks=resumed, warnings=warnings,
+                      sidecar=asm.sidecar, metadata=meta)

@@ -1,0 +1,653 @@
+"""Part files, and the final catalogue assembled from them in every output format.
+
+Each classified chunk ``k`` is written as ``part-{k:06d}.parquet`` in the run's
+work folder (atomically: temp file + rename, so a part either exists whole or
+not at all; a re-run of a chunk overwrites it identically). The final table is
+then assembled by streaming the parts in order, in two passes with memory
+bounded by one part:
+
+1. scan: row counts, status counts, duplicate ids (64-bit hashes of the id
+   strings), the unified column types (text columns of a CSV input get
+   int64/float64/string types for typed outputs), string widths;
+2. write: each part, cast to the unified schema, appended to the output
+   (temp file + rename at the end).
+
+Output formats (by extension) and where the run metadata goes:
+
+=========  ===================  ===============================================
+format     extensions           run metadata
+=========  ===================  ===============================================
+CSV        .csv                 sidecar ``OUT.meta.json`` (the CSV stays plain)
+Parquet    .parquet .pq         schema metadata key ``galmerge`` (JSON)
+FITS       .fits .fit           ``HIERARCH GALMERGE ...`` cards in the table header
+ECSV       .ecsv                table ``meta: galmerge:`` in the YAML header
+VOTable    .vot .votable .xml   ``INFO`` elements (``galmerge_run`` = JSON)
+HDF5       .h5 .hdf5            attributes of the ``table`` dataset
+=========  ===================  ===============================================
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+import pandas as pd
+
+from galmerge.errors import GalmergeError
+from galmerge.inference.catalog import arrow_to_frame
+from galmerge.inference.cutouts import OK, STATUSES
+
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits",
+                  ".fit": "fits", ".ecsv": "ecsv", ".vot": "votable", ".votable": "votable",
+                  ".xml": "votable", ".h5": "hdf5", ".hdf5": "hdf5"}
+#: Columns added to every row.
+RESULT_COLUMNS = ("p_merger", "is_merger", "status", "status_detail")
+PART_GLOB = "part-*.parquet"
+#: FITS/HDF5 stand-in for a missing integer (FITS ``TNULLn``).
+INT_NULL = np.iinfo(np.int64).min
+
+
+def output_format(path: str | Path) -> str:
+    """Output format from the file extension."""
+    ext = Path(path).suffix.lower()
+    if ext not in OUTPUT_FORMATS:
+        raise GalmergeError(f"{path}: unknown output extension {ext or '(none)'!r}",
+                            hint="use .csv, .parquet, .fits, .ecsv, .vot or .h5")
+    return OUTPUT_FORMATS[ext]
+
+
+def part_path(work_dir: Path, k: int) -> Path:
+    """Path of chunk ``k``'s part file."""
+    return work_dir / f"part-{k:06d}.parquet"
+
+
+def write_part(frame: pd.DataFrame, work_dir: str | Path, k: int) -> Path:
+    """Write chunk ``k``'s classified rows as a part file (atomic, idempotent)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    work = Path(work_dir)
+    dest = part_path(work, k)
+    tmp = work / f".{dest.name}.{os.getpid()}.tmp"
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # pandas >= 3 gives large_string for str columns: one string type everywhere.
+    schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_large_string(f.type)
+                                 else f.type) for f in table.schema])
+    table = table.cast(schema)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GalmergeError(f"{dest}: cannot write part file ({exc.strerror})") from None
+    return dest
+
+
+def part_rows(path: Path) -> int | None:
+    """Rows of a part file, or None when it is not a readable part."""
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception:  # any unreadable part is recomputed
+        return None
+
+
+# --- pass 1: scan -------------------------------------------------------------------
+
+@dataclass
+class ScanResult:
+    """What pass 1 learns from the parts."""
+
+    n_rows: int
+    part_rows: list[int]
+    status_counts: dict[str, int]
+    n_merger: int
+    schema: Any  # pyarrow.Schema of the output
+    str_widths: dict[str, int]
+    non_ascii: set[str]
+    duplicate_rows: np.ndarray  # global row numbers of repeated ids (sorted)
+    duplicate_first: np.ndarray  # the first row with the same id, aligned
+    text_types: dict[str, str] = field(default_factory=dict)
+
+
+def _unify(types: list[Any]) -> Any:
+    import pyarrow as pa
+
+    types = [t for t in types if not pa.types.is_null(t)]
+    if not types:
+        return pa.string()
+    first = types[0]
+    if all(t == first for t in types):
+        return first
+    if all(pa.types.is_integer(t) for t in types):
+        return pa.int64()
+    if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types):
+        return pa.float64()
+    return pa.string()
+
+
+def _infer_text(values: pd.Series, state: str) -> str:
+    """Narrowest of int -> float -> str that fits every non-empty value."""
+    nonempty = values[values != ""]
+    if state == "int" and len(nonempty):
+        if not nonempty.str.fullmatch(r"[+-]?\d{1,18}").all():
+            state = "float"
+    if state == "float" and len(nonempty):
+        if pd.to_numeric(nonempty, errors="coerce").isna().any():
+            state = "str"
+    return state
+
+
+def scan_parts(paths: list[Path], *, id_col: str, text_columns: bool, typed_output: bool,
+               keep_text: set[str]) -> ScanResult:
+    """Pass 1 over the part files (see the module docstring)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    counts: dict[str, int] = {}
+    n_merger = 0
+    rows: list[int] = []
+    types: dict[str, list[Any]] = {}
+    names: list[str] = []
+    widths: dict[str, int] = {}
+    non_ascii: set[str] = set()
+    text_state: dict[str, str] = {}
+    hashes = []
+    hash_rows = []
+    offset = 0
+    for path in paths:
+        table = pq.read_table(path)
+        rows.append(table.num_rows)
+        for name in table.schema.names:
+            if name not in types:
+                types[name] = []
+                names.append(name)
+            types[name].append(table.schema.field(name).type)
+        st = table.column("status").to_pandas()
+        for k, v in st.value_counts().items():
+            counts[str(k)] = counts.get(str(k), 0) + int(v)
+        im = table.column("is_merger").to_pandas()
+        n_merger += int((im == True).sum())  # noqa: E712 - nullable booleans
+        ids = table.column(id_col).to_pandas().astype(object).fillna("").astype(str).to_numpy(
+            dtype=object)
+        valid = ids != ""
+        hashes.append(pd.util.hash_array(ids[valid]))
+        hash_rows.append(np.flatnonzero(valid) + offset)
+        offset += table.num_rows
+        for name in table.schema.names:
+            t = table.schema.field(name).type
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                col = table.column(name).to_pandas().fillna("").astype(str)
+                if text_columns and typed_output and name not in keep_text:
+                    text_state[name] = _infer_text(col, text_state.get(name, "int"))
+                if len(col):
+                    w = int(col.str.len().max())
+                    if not col.map(str.isascii).all():
+                        non_ascii.add(name)
+                        w = max(len(v.encode("utf-8")) for v in col)
+                    widths[name] = max(widths.get(name, 1), w)
+    if not paths:
+        raise GalmergeError("no part files to assemble")
+    fields = []
+    for name in names:
+        if name in text_state and text_state[name] != "str":
+            fields.append(pa.field(name, pa.int64() if text_state[name] == "int"
+                                   else pa.float64()))
+        else:
+            fields.append(pa.field(name, _unify(types[name])))
+    schema = pa.schema(fields)
+    all_h = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
+    all_rows = np.concatenate(hash_rows) if hash_rows else np.empty(0, dtype=np.int64)
+    order = np.argsort(all_h, kind="stable")
+    sh = all_h[order]
+    dup_mask = np.zeros(len(sh), dtype=bool)
+    dup_mask[1:] = sh[1:] == sh[:-1]
+    # The first row of each run of equal hashes (a stable sort keeps row order).
+    run_start = np.flatnonzero(~dup_mask)
+    run_id = np.cumsum(~dup_mask) - 1
+    first_of = all_rows[order[run_start]][run_id] if len(sh) else np.empty(0, dtype=np.int64)
+    dup_rows = all_rows[order[dup_mask]]
+    dup_first = first_of[dup_mask]
+    srt = np.argsort(dup_rows)
+    return ScanResult(
+        n_rows=int(sum(rows)), part_rows=rows,
+        status_counts={s: counts.get(s, 0) for s in (*STATUSES, *sorted(set(counts) -
+                                                                          set(STATUSES)))
+                       if counts.get(s, 0) or s in STATUSES},
+        n_merger=n_merger, schema=schema, str_widths=widths, non_ascii=non_ascii,
+        duplicate_rows=dup_rows[srt].astype(np.int64),
+        duplicate_first=dup_first[srt].astype(np.int64),
+        text_types={k: v for k, v in text_state.items()})
+
+
+def _cast_part(table: Any, schema: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols = []
+    for f in schema:
+        col = table.column(f.name) if f.name in table.schema.names else pa.nulls(
+            table.num_rows, f.type)
+        if col.type != f.type:
+            if (pa.types.is_string(col.type) and not pa.types.is_string(f.type)):
+                col = pc.if_else(pc.equal(col, ""), pa.scalar(None, col.type), col)
+            col = col.cast(f.type) if not pa.types.is_string(f.type) else pc.cast(
+                col, pa.string())
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _mark_duplicates(table: Any, start: int, scan: ScanResult) -> Any:
+    import pyarrow as pa
+
+    lo = np.searchsorted(scan.duplicate_rows, start)
+    hi = np.searchsorted(scan.duplicate_rows, start + table.num_rows)
+    if lo == hi:
+        return table
+    detail = table.column("status_detail").to_pylist()
+    for row, first in zip(scan.duplicate_rows[lo:hi], scan.duplicate_first[lo:hi], strict=True):
+        i = int(row) - start
+        note = f"duplicate id (first at row {int(first)})"
+        detail[i] = note if not detail[i] else f"{detail[i]}; {note}"
+    idx = table.schema.get_field_index("status_detail")
+    return table.set_column(idx, "status_detail", pa.array(detail, type=pa.string()))
+
+
+# --- format writers ----------------------------------------------------------------
+
+class _Writer:
+    """Streams parts into one output file (temp file, renamed by :func:`assemble`)."""
+
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
+        self.tmp = tmp
+        self.scan = scan
+        self.meta = meta
+
+    def write(self, table: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _frame(table: Any) -> pd.DataFrame:
+    return arrow_to_frame(table)
+
+
+class _CsvWriter(_Writer):
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
+        super().__init__(tmp, scan, meta)
+        self.fh = tmp.open("w", encoding="utf-8", newline="")
+        self.fh.write(",".join(_csv_field(n) for n in scan.schema.names) + "\n")
+
+    def write(self, table: Any) -> None:
+        _frame(table).to_csv(self.fh, header=False, index=False, lineterminator="\n")
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _csv_field(name: str) -> str:
+    return f'"{name.replace(chr(34), chr(34) * 2)}"' if any(c in name for c in ',"\n') else name
+
+
+class _ParquetWriter(_Writer):
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
+        import pyarrow.parquet as pq
+
+        super().__init__(tmp, scan, meta)
+        schema = scan.schema.with_metadata({"galmerge": json.dumps(meta, sort_keys=True)})
+        self.schema = schema
+        self.w = pq.ParquetWriter(tmp, schema, compression="zstd")
+
+    def write(self, table: Any) -> None:
+        self.w.write_table(table.replace_schema_metadata(self.schema.metadata))
+
+    def close(self) -> None:
+        self.w.close()
+
+
+def _numpy_columns(table: Any, scan: ScanResult, *, for_fits: bool) -> np.ndarray:
+    """A part as a numpy structured array with fixed widths; nulls filled.
+
+    Missing integers become the type's minimum (declared as ``TNULLn`` in FITS,
+    listed in the ``null_values`` attribute in HDF5); missing booleans False.
+    """
+    import pyarrow as pa
+
+    arrays = []
+    dtypes = []
+    for f in scan.schema:
+        col = table.column(f.name)
+        t = f.type
+        if pa.types.is_boolean(t):
+            arr = np.asarray(col.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+            dt: Any = bool
+        elif pa.types.is_integer(t):
+            np_t = np.dtype(t.to_pandas_dtype())
+            fill = int(np.iinfo(np_t).min)
+            arr = np.asarray(col.fill_null(fill).to_numpy(zero_copy_only=False), dtype=np_t)
+            dt = np_t
+        elif pa.types.is_floating(t):
+            np_t = np.dtype(t.to_pandas_dtype())
+            arr = np.asarray(col.fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np_t)
+            dt = np_t
+        else:
+            width = max(1, scan.str_widths.get(f.name, 1))
+            vals = col.cast(pa.string()).fill_null("").to_pylist()
+            if for_fits:
+                enc = [v.encode("ascii", "replace") for v in vals]
+            else:
+                enc = [v.encode("utf-8") for v in vals]
+            arr = np.array(enc, dtype=f"S{width}")
+            dt = f"S{width}"
+        arrays.append(arr)
+        dtypes.append((f.name, dt))
+    rec = np.empty(table.num_rows, dtype=dtypes)
+    for (name, _), arr in zip(dtypes, arrays, strict=True):
+        rec[name] = arr
+    return rec
+
+
+class _FitsWriter(_Writer):
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
+                 nullable_ints: set[str]) -> None:
+        super().__init__(tmp, scan, meta)
+        self.fh = tmp.open("wb")
+        self.header: Any = None
+        self.nullable_ints = nullable_ints
+        self.written = 0
+        self.rowlen = 0
+
+    def _start(self, rec: np.ndarray) -> None:
+        from astropy.io import fits
+
+        hdu = fits.BinTableHDU(data=rec[:0], name="SCORES")
+        h = hdu.header
+        h["NAXIS2"] = self.scan.n_rows
+        for i, name in enumerate(rec.dtype.names, start=1):
+            if name in self.nullable_ints and rec.dtype[name].kind == "i":
+                h[f"TNULL{i}"] = int(np.iinfo(rec.dtype[name]).min)
+        for key, value in _flat_meta(self.meta).items():
+            h["HIERARCH GALMERGE " + key.upper()] = value
+        primary = fits.PrimaryHDU()
+        primary.header["COMMENT"] = "galmerge classify output; the table is in extension 1"
+        self.fh.write(primary.header.tostring().encode("ascii"))
+        self.fh.write(h.tostring().encode("ascii"))
+        self.rowlen = int(h["NAXIS1"])
+        self.header = h
+
+    def write(self, table: Any) -> None:
+        from astropy.io import fits
+
+        rec = _numpy_columns(table, self.scan, for_fits=True)
+        if self.header is None:
+            self._start(rec)
+        hdu = fits.BinTableHDU(data=rec)
+        buf = io.BytesIO()
+        hdu.writeto(buf)
+        raw = buf.getvalue()
+        head = len(fits.PrimaryHDU().header.tostring()) + len(hdu.header.tostring())
+        n = len(rec) * self.rowlen
+        if int(hdu.header["NAXIS1"]) != self.rowlen:
+            raise RuntimeError("FITS row layout changed between parts")
+        self.fh.write(raw[head:head + n])
+        self.written += n
+
+    def close(self) -> None:
+        self.fh.write(b"\0" * ((-self.written) % 2880))
+        self.fh.close()
+
+
+def _flat_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Run metadata as FITS-card-sized scalars (nested keys joined by spaces)."""
+    out: dict[str, Any] = {}
+
+    def put(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                put(f"{prefix} {k}".strip(), v)
+        elif isinstance(value, list | tuple):
+            out[prefix] = " ".join(str(v) for v in value)
+        elif value is None:
+            out[prefix] = ""
+        elif isinstance(value, bool | int | float):
+            out[prefix] = value
+        else:
+            out[prefix] = str(value)
+
+    put("", meta)
+    return {k.replace("_", " ").removeprefix("galmerge "): v for k, v in out.items()}
+
+
+class _EcsvWriter(_Writer):
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
+        super().__init__(tmp, scan, meta)
+        self.fh = tmp.open("w", encoding="utf-8", newline="")
+        self.started = False
+
+    def _table(self, table: Any) -> Any:
+        from astropy.table import Table
+
+        return Table.from_pandas(_frame(table))
+
+    def write(self, table: Any) -> None:
+        t = self._table(table)
+        buf = io.StringIO()
+        if not self.started:
+            head = t[:0].copy()
+            head.meta["galmerge"] = self.meta
+            head.write(buf, format="ascii.ecsv")
+            self.fh.write(buf.getvalue())
+            buf = io.StringIO()
+            self.started = True
+        t.write(buf, format="ascii.ecsv")
+        lines = buf.getvalue().splitlines(keepends=True)
+        k = 0
+        while k < len(lines) and lines[k].startswith("#"):
+            k += 1
+        self.fh.writelines(lines[k + 1:])
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+_VOT_TYPES = {"int8": "short", "int16": "short", "int32": "int", "int64": "long",
+              "uint8": "unsignedByte", "uint16": "int", "uint32": "long", "uint64": "long",
+              "float": "float", "double": "double", "halffloat": "float", "bool": "boolean"}
+
+
+class _VotableWriter(_Writer):
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
+        import pyarrow as pa
+
+        super().__init__(tmp, scan, meta)
+        self.fh = tmp.open("w", encoding="utf-8", newline="\n")
+        w = self.fh.write
+        w('<?xml version="1.0" encoding="utf-8"?>\n')
+        w('<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">\n')
+        w(' <RESOURCE type="results">\n')
+        for k, v in _flat_meta(meta).items():
+            w(f'  <INFO name={quoteattr("galmerge " + k)} value={quoteattr(str(v))}/>\n')
+        w(f'  <INFO name="galmerge_run" value={quoteattr(json.dumps(meta, sort_keys=True))}/>\n')
+        w('  <TABLE name="scores">\n')
+        for f in scan.schema:
+            t = f.type
+            if pa.types.is_string(t):
+                dt = "unicodeChar" if f.name in scan.non_ascii else "char"
+                w(f'   <FIELD name={quoteattr(f.name)} datatype="{dt}" arraysize="*"/>\n')
+            else:
+                w(f'   <FIELD name={quoteattr(f.name)} datatype="{_VOT_TYPES[str(t)]}"/>\n')
+        w("   <DATA>\n    <TABLEDATA>\n")
+
+    def write(self, table: Any) -> None:
+        import pyarrow as pa
+
+        cols = []
+        for f in self.scan.schema:
+            col = table.column(f.name)
+            t = f.type
+            if pa.types.is_boolean(t):
+                s = pd.Series(col.to_pylist(), dtype=object).map(
+                    {True: "T", False: "F", None: ""})
+            elif pa.types.is_floating(t):
+                arr = col.fill_null(np.nan).to_numpy(zero_copy_only=False)
+                s = pd.Series([_vot_float(v) for v in arr], dtype=object)
+            elif pa.types.is_integer(t):
+                s = pd.Series(["" if v is None else str(v) for v in col.to_pylist()],
+                              dtype=object)
+            else:
+                s = pd.Series([escape(v) if v is not None else ""
+                               for v in col.cast(pa.string()).to_pylist()], dtype=object)
+            cols.append(s)
+        if not cols:
+            return
+        rows = "    <TR><TD>" + cols[0]
+        for s in cols[1:]:
+            rows = rows + "</TD><TD>" + s
+        self.fh.write("".join((rows + "</TD></TR>\n").tolist()))
+
+    def close(self) -> None:
+        self.fh.write("    </TABLEDATA>\n   </DATA>\n  </TABLE>\n </RESOURCE>\n</VOTABLE>\n")
+        self.fh.close()
+
+
+def _vot_float(v: np.floating) -> str:
+    """Shortest round-trip text of a float32/float64 value; NaN/Inf spelled for VOTable."""
+    if np.isnan(v):
+        return "NaN"
+    if not np.isfinite(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return str(v) if isinstance(v, np.float32) else repr(float(v))
+
+
+class _Hdf5Writer(_Writer):
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
+                 nullable_ints: set[str]) -> None:
+        import h5py
+
+        super().__init__(tmp, scan, meta)
+        self.h5 = h5py.File(tmp, "w", track_order=False)
+        self.ds: Any = None
+        self.pos = 0
+        self.nullable_ints = nullable_ints
+
+    def write(self, table: Any) -> None:
+        rec = _numpy_columns(table, self.scan, for_fits=False)
+        if self.ds is None:
+            self.ds = self.h5.create_dataset("table", shape=(self.scan.n_rows,), dtype=rec.dtype,
+                                             track_times=False)
+            self.ds.attrs["galmerge_run"] = json.dumps(self.meta, sort_keys=True)
+            for k, v in _flat_meta(self.meta).items():
+                self.ds.attrs["galmerge " + k] = v
+            nulls = {n: int(np.iinfo(rec.dtype[n]).min) for n in self.nullable_ints
+                     if n in rec.dtype.names and rec.dtype[n].kind == "i"}
+            self.ds.attrs["null_values"] = json.dumps(nulls, sort_keys=True)
+        self.ds[self.pos:self.pos + len(rec)] = rec
+        self.pos += len(rec)
+
+    def close(self) -> None:
+        self.h5.close()
+
+
+# --- assembly ----------------------------------------------------------------------------
+
+@dataclass
+class AssemblyResult:
+    """What :func:`assemble` wrote."""
+
+    path: Path
+    format: str
+    n_rows: int
+    status_counts: dict[str, int]
+    n_classified: int
+    n_merger: int
+    n_duplicate_ids: int
+    sidecar: Path | None = None
+
+
+def assemble(parts: list[Path], out: str | Path, *, meta: dict[str, Any], id_col: str,
+             text_columns: bool, fmt: str | None = None,
+             keep_text: set[str] | None = None,
+             progress: Callable[[int], None] | None = None) -> AssemblyResult:
+    """Stream ``parts`` (in order) into the output file ``out`` (atomic).
+
+    Args:
+        parts: part files in chunk order.
+        out: output path; its extension picks the format unless ``fmt`` is given.
+        meta: run metadata; ``status_counts``, ``rows`` and ``duplicate_ids`` are
+            filled in from the parts.
+        id_col: the id column (for duplicate detection; kept as text).
+        text_columns: the input columns are text (CSV input): typed outputs get
+            int64/float64 columns where every value fits.
+        keep_text: columns that stay text regardless (id, file_loc).
+        progress: called with the rows written per part.
+    """
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    fmt = fmt or output_format(out)
+    keep = {id_col, *RESULT_COLUMNS, *(keep_text or set())}
+    scan = scan_parts(parts, id_col=id_col, text_columns=text_columns,
+                      typed_output=fmt != "csv", keep_text=keep)
+    meta = dict(meta)
+    meta["rows"] = scan.n_rows
+    meta["status_counts"] = scan.status_counts
+    meta["classified"] = scan.status_counts.get(OK, 0)
+    meta["mergers_at_threshold"] = scan.n_merger
+    meta["duplicate_ids"] = len(scan.duplicate_rows)
+    nullable_ints = {f.name for f in scan.schema
+                     if str(f.type).startswith(("int", "uint"))}
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    writer: _Writer
+    try:
+        if fmt == "csv":
+            writer = _CsvWriter(tmp, scan, meta)
+        elif fmt == "parquet":
+            writer = _ParquetWriter(tmp, scan, meta)
+        elif fmt == "fits":
+            writer = _FitsWriter(tmp, scan, meta, nullable_ints)
+        elif fmt == "ecsv":
+            writer = _EcsvWriter(tmp, scan, meta)
+        elif fmt == "votable":
+            writer = _VotableWriter(tmp, scan, meta)
+        elif fmt == "hdf5":
+            writer = _Hdf5Writer(tmp, scan, meta, nullable_ints)
+        else:  # pragma: no cover - output_format guards this
+            raise GalmergeError(f"unknown output format {fmt!r}")
+        start = 0
+        for path in parts:
+            table = _cast_part(pq.read_table(path), scan.schema)
+            table = _mark_duplicates(table, start, scan)
+            writer.write(table)
+            start += table.num_rows
+            if progress is not None:
+                progress(table.num_rows)
+        writer.close()
+        sidecar = None
+        if fmt == "csv":
+            sidecar = out.with_name(out.name + ".meta.json")
+            side_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+            side_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            os.replace(side_tmp, sidecar)
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GalmergeError(f"{out}: cannot write output ({exc.strerror or exc})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return AssemblyResult(path=out, format=fmt, n_rows=scan.n_rows,
+                          status_counts=scan.status_counts,
+                          n_classified=scan.status_counts.get(OK, 0), n_merger=scan.n_merger,
+                          n_duplicate_ids=len(scan.duplicate_rows), sidecar=sidecar)

@@ -1,0 +1,131 @@
+"""Score a checkpoint on any labelled dataset: the paper's §6 metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from galmerge.data.dataset import Dataset, open_dataset
+from galmerge.errors import GalmergeError
+from galmerge.training.checkpoint import Checkpoint, load_checkpoint
+from galmerge.training.data import DomainSplit
+from galmerge.training.metrics import binary_metrics, bootstrap_ci
+from galmerge.training.models import FeatureClassifier
+from galmerge.training.trainer import conventions_match, predict, resolve_device
+
+DOMAINS = ("source", "target")
+
+
+def _same_path(a: str | None, b: str | Path) -> bool:
+    if not a:
+        return False
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def choose_domain(ck: Checkpoint, data: str | Path, ds: Dataset | None) -> tuple[str, str]:
+    """Which domain's normalisation to use for ``data``, and why.
+
+    The domain the checkpoint was trained with on this very path; else the one
+    whose pixel convention matches the data (if only one does); else target.
+    """
+    cfg = ck.config
+    for dom in DOMAINS:
+        if _same_path((cfg.get(dom) or {}).get("path"), data):
+            return dom, f"{data} is the run's {dom} dataset"
+    if ds is not None:
+        matches = [d for d in DOMAINS if d in ck.conventions
+                   and conventions_match(ck.conventions[d], ds.convention)]
+        if len(matches) == 1:
+            return matches[0], f"pixel convention matches the {matches[0]} domain"
+    return "target", "default (target domain)"
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, data: str | Path, *, split: str = "test", domain: str | None = None,
+    labels: str | Path | None = None, batch_size: int = 256, device: str = "auto",
+    threshold: float = 0.5, bootstrap: int = 0, seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on one split of a labelled dataset.
+
+    Args:
+        checkpoint: a ``best.pt`` written by ``galmerge train``.
+        data: any dataset layout :func:`~galmerge.data.open_dataset` reads.
+        split: ``train``/``val``/``test``/``all``.
+        domain: whose normalisation to apply (``source``/``target``); None = chosen
+            by :func:`choose_domain`.
+        labels: explicit labels file for ``.npy`` arrays or image directories.
+        bootstrap: number of bootstrap resamples for 95% intervals (0 = none).
+
+    Returns:
+        JSON-ready dict: the six metrics, counts, confusion matrices, and what
+        was evaluated (``domain``, ``domain_reason``, ``split``, ``n_unlabelled_skipped``).
+
+    Raises:
+        GalmergeError: unreadable checkpoint/data, no labels, shape or convention mismatch.
+    """
+    import torch
+
+    if domain is not None and domain not in DOMAINS:
+        raise GalmergeError(f"--domain {domain!r} is not one of source, target")
+    ck = load_checkpoint(checkpoint)
+    dev = resolve_device(device)
+    pre_dom = domain or "target"
+    conv = ck.conventions.get(pre_dom)
+    size = conv.size if conv else 75
+    crop = conv.crop_fraction if conv else 1.0
+    ds = open_dataset(data, labels=labels, size=size, crop_fraction=crop)
+    try:
+        if domain is None:
+            domain, reason = choose_domain(ck, data, ds)
+            conv = ck.conventions.get(domain)
+            if Path(data).is_dir() and conv is not None and (conv.size, conv.crop_fraction) != (
+                    size, crop):
+                ds.close()
+                ds = open_dataset(data, labels=labels, size=conv.size,
+                                  crop_fraction=conv.crop_fraction)
+        else:
+            reason = "chosen with --domain"
+        if domain not in ck.normalisation:
+            raise GalmergeError(f"{checkpoint}: has no normalisation for the {domain} domain")
+        conv = ck.conventions[domain]
+        if len(ds.convention.bands) != len(conv.bands) or ds.convention.size != conv.size:
+            raise GalmergeError(
+                f"{data}: images are {len(ds.convention.bands)}x{ds.convention.size}px but the "
+                f"model's {domain} domain had {len(conv.bands)}x{conv.size}px")
+        if ds.convention.pixel_convention != conv.pixel_convention:
+            raise GalmergeError(
+                f"{data}: pixels are {ds.convention.pixel_convention!r} but the model's {domain} "
+                f"domain was trained on {conv.pixel_convention!r}",
+                hint="evaluate on data in the model's pixel convention")
+        idx = ds.indices(split)
+        n_split = len(idx)
+        idx = idx[ds.labels[idx] >= 0]
+        if len(idx) == 0:
+            raise GalmergeError(
+                f"{data}: no labelled images in split {split!r} ({n_split} images, none labelled)",
+                hint="evaluate needs labels (1 merger, 0 non-merger); pass --labels if they "
+                     "live in a separate file")
+        part = DomainSplit(ds, idx, ck.normalisation[domain], max_in_memory_mb=0)
+        model = ck.build(dev)
+        if not isinstance(model, FeatureClassifier):
+            raise GalmergeError(f"{checkpoint}: architecture {ck.arch!r} cannot be evaluated")
+        with torch.no_grad():
+            _, prob, _ = predict(model, part, dev, batch_size)
+        res: dict[str, Any] = binary_metrics(part.labels, prob, threshold)
+        if bootstrap:
+            ci = bootstrap_ci(part.labels, prob, n_boot=bootstrap, seed=seed, threshold=threshold)
+            res["ci95"] = {k: [v.low, v.high] for k, v in ci.items()}
+        for k in ("auc",):
+            if not np.isfinite(res[k]):
+                res[k] = None
+        res.update(checkpoint=str(checkpoint), data=str(data), split=split, domain=domain,
+                   domain_reason=reason, n_unlabelled_skipped=int(n_split - len(idx)),
+                   arch=ck.arch, epoch=ck.epoch)
+        return res
+    finally:
+        ds.close()

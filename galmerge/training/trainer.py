@@ -1,0 +1,647 @@
+"""The training loop: DeepMerge/ResNet18 with MMD, DANN, Fisher and entropy losses.
+
+How a run works (``train(config)``):
+
+1. Open the source (labelled) and target (labels optional) datasets with
+   :func:`~galmerge.data.open_dataset`; compute each domain's per-channel
+   normalisation on its *training split only*; load each training split into
+   RAM when it fits ``max_in_memory_mb`` (else read batches from the file).
+2. Each step draws ``batch_size`` source and ``batch_size`` target images
+   (infinite reshuffled samplers, so unequal domain sizes are fine) and sends
+   them through the network as ONE concatenated batch, so BatchNorm sees both
+   domains. Loss: Eq. 2 = CE(source) + lambda_TL x transfer (MMD on the features,
+   or DANN) + Fisher (source) + lambda_EM x entropy (target).
+   One epoch = ceil(max(n_source, n_target) / batch_size) steps.
+3. Adam (betas, eps, weight decay from the config; Table A2) with a triangular
+   one-cycle learning rate (Appendix A): linear from lr/10 up to lr over half a
+   cycle, back down over the other half, cycle length in epochs, repeated.
+   The domain classifier and the Fisher centres are in the optimiser with their
+   own learning-rate multipliers (unlike the paper's code).
+4. After each epoch the model is scored on the validation splits and the
+   *selection criterion* decides the best epoch (early stopping with patience;
+   the best weights are written to ``best.pt``). Target labels are never used
+   for selection:
+
+   * ``source-loss``: cross-entropy on the source validation split;
+   * ``source-loss+mmd``: that plus ``selection_mmd_weight`` x the multi-kernel
+     MMD between the source-validation and target-validation features (the
+     unlabelled domain gap; lower = better aligned);
+   * ``auto`` (default): ``source-loss`` without domain adaptation,
+     ``source-loss+mmd`` with MMD or DANN — a DA model that is accurate on
+     source but not aligned is not what the user asked for.
+
+   Target-validation accuracy/AUC are logged (``monitor_*`` columns) when the
+   target has labels, for inspection only.
+5. At the end the best weights are scored on the test splits: ``metrics.json``.
+
+Outputs in ``out``: ``best.pt``, ``config.json``, ``history.csv``, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galmerge.conventions import ModelConvention, Normalisation
+from galmerge.data.dataset import Dataset, open_dataset
+from galmerge.errors import GalmergeError
+from galmerge.training.checkpoint import load_checkpoint, save_checkpoint
+from galmerge.training.config import DataConfig, TrainConfig
+from galmerge.training.data import (
+    DomainSplit,
+    InfiniteSampler,
+    augment_batch,
+    compute_normalisation,
+)
+from galmerge.training.losses import (
+    PAPER_MMD_SIGMA2,
+    DomainAdversarialLoss,
+    DomainClassifier,
+    EntropyLoss,
+    FisherLoss,
+    GradientReversal,
+    MMDLoss,
+    total_loss,
+)
+from galmerge.training.metrics import binary_metrics
+from galmerge.training.models import (
+    FeatureClassifier,
+    build_feature_model,
+    count_trainable_parameters,
+)
+
+Log = Callable[[str], None]
+
+HISTORY_COLUMNS = (
+    "epoch", "lr", "grl_lambda",
+    "train_loss", "train_ce", "train_transfer", "train_fisher", "train_entropy",
+    "train_source_acc", "train_domain_acc",
+    "val_source_loss", "val_source_acc", "val_source_auc", "val_domain_mmd",
+    "val_target_entropy", "val_criterion", "is_best",
+    "monitor_target_val_acc", "monitor_target_val_auc", "seconds",
+)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    out: Path
+    checkpoint: Path
+    best_epoch: int
+    epochs_run: int
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --- devices, seeds, determinism ----------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GalmergeError("--device cuda requested but no CUDA GPU is available",
+                            hint="use --device auto or --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise GalmergeError(f"--device {name!r} is not one of auto, cpu, cuda")
+    return torch.device(name)
+
+
+@contextmanager
+def deterministic(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch and switch to deterministic kernels for the duration of a run.
+
+    The paper fixes seeds for shuffling, initialisation and the CUDA backend
+    (Appendix A): same machine, same numbers. Settings are restored afterwards.
+    """
+    if device.type == "cuda":
+        # cuBLAS needs this before its first call to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    prev_cudnn_det = torch.backends.cudnn.deterministic
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+        torch.backends.cudnn.benchmark = prev_bench
+        torch.backends.cudnn.deterministic = prev_cudnn_det
+
+
+def one_cycle_lr(step: int, steps_per_cycle: int, lr: float, min_factor: float = 0.1) -> float:
+    """Triangular one-cycle learning rate (Appendix A).
+
+    Linear from ``min_factor * lr`` up to ``lr`` over the first half of each
+    cycle and back down over the second half; cycles repeat.
+    """
+    lo = min_factor * lr
+    pos = (step % steps_per_cycle) / steps_per_cycle
+    frac = 2 * pos if pos < 0.5 else 2 * (1 - pos)
+    return lo + (lr - lo) * frac
+
+
+# --- datasets -----------------------------------------------------------------
+
+def open_domain(dc: DataConfig, role: str) -> Dataset:
+    """Open one domain's dataset (any layout), naming the role in errors."""
+    try:
+        return open_dataset(dc.path, labels=dc.labels, crop_fraction=dc.crop_fraction)
+    except GalmergeError as exc:
+        raise GalmergeError(f"{role}: {exc.message}", hint=exc.hint) from None
+
+
+def _check_domains(src: Dataset, tgt: Dataset, config: TrainConfig) -> None:
+    for role, ds in (("source", src), ("target", tgt)):
+        for split in ("train", "val"):
+            if len(ds.indices(split)) < 2:
+                raise GalmergeError(
+                    f"{role} {ds.path}: only {len(ds.indices(split))} image(s) in the "
+                    f"{split} split; need at least 2",
+                    hint="use a larger dataset (the 70/10/20 split needs >= 20 images)")
+    for split in ("train", "val"):
+        lab = src.labels[src.indices(split)]
+        if (lab < 0).any():
+            raise GalmergeError(
+                f"source {src.path}: {int((lab < 0).sum())} of {len(lab)} images in the {split} "
+                "split have no label; the source domain must be labelled",
+                hint="pass --source-labels, or swap source and target")
+    lab = src.labels[src.indices("train")]
+    if lab.min() == lab.max():
+        raise GalmergeError(f"source {src.path}: the training split has only class {lab[0]}; "
+                            "need mergers and non-mergers")
+    cs, ct = src.convention, tgt.convention
+    if len(cs.bands) != len(ct.bands) or cs.size != ct.size:
+        raise GalmergeError(
+            f"source has {len(cs.bands)}x{cs.size}x{cs.size} images but target has "
+            f"{len(ct.bands)}x{ct.size}x{ct.size}; both domains must share the input shape")
+    if config.arch == "deepmerge" and cs.size != 75:
+        raise GalmergeError(f"DeepMerge needs 75x75 images (Table A1); {src.path} has "
+                            f"{cs.size}x{cs.size}",
+                            hint="resize the cutouts, or use --arch resnet18")
+
+
+# --- evaluation helpers ----------------------------------------------------------
+
+@torch.no_grad()
+def predict(model: FeatureClassifier, split: DomainSplit, device: torch.device,
+            batch_size: int = 256, *, features_max: int = 0
+            ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
+    """Eval-mode logits (N, 2), merger probabilities (N,) and, optionally, the first
+    ``features_max`` rows of features for a split."""
+    was_training = model.training
+    model.eval()
+    logits_all, feats = [], []
+    n_feat = 0
+    for _, x in split.batches(batch_size):
+        f = model.features(torch.from_numpy(x).to(device))
+        logits_all.append(model.classify(f).float().cpu())
+        if n_feat < features_max:
+            take = f[: features_max - n_feat].float().cpu()
+            feats.append(take)
+            n_feat += take.shape[0]
+    model.train(was_training)
+    logits = torch.cat(logits_all).numpy()
+    probs = torch.softmax(torch.from_numpy(logits), 1)[:, 1].numpy()
+    return logits, probs, (torch.cat(feats) if feats else None)
+
+
+def _nan_to_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+# --- the run ------------------------------------------------------------------------
+
+class _Progress:
+    """Per-epoch rich progress bar with the running losses (or nothing)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._p: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                               MofNCompleteColumn(), TimeElapsedColumn(),
+                               TextColumn("{task.fields[losses]}"), transient=True)
+            self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def start(self, description: str, total: int) -> Any:
+        return self._p.add_task(description, total=total, losses="") if self._p else None
+
+    def update(self, task: Any, losses: str) -> None:
+        if self._p is not None:
+            self._p.update(task, advance=1, losses=losses)
+
+    def finish(self, task: Any) -> None:
+        if self._p is not None:
+            self._p.remove_task(task)
+
+
+def train(config: TrainConfig, *, log: Log | None = None, progress: bool = False,
+          overwrite: bool = False) -> TrainResult:
+    """Train a model as configured; write ``best.pt``, ``config.json``, ``history.csv``,
+    ``metrics.json`` into ``config.out``.
+
+    Args:
+        config: the run's settings (validated here).
+        log: called with one line per epoch and a few status lines (None: silent).
+        progress: show a rich progress bar per epoch.
+        overwrite: allow writing into a directory that already holds ``best.pt``.
+
+    Raises:
+        GalmergeError: bad options or data (unlabelled source, shape mismatch, ...).
+    """
+    config.validate()
+    say = log or (lambda _msg: None)
+    out = Path(config.out)
+    if (out / "best.pt").exists() and not overwrite:
+        raise GalmergeError(f"{out}/best.pt already exists",
+                            hint="choose another --out or pass --overwrite")
+    device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    src = open_domain(config.source, "source")
+    try:
+        tgt = open_domain(config.target, "target")
+    except GalmergeError:
+        src.close()
+        raise
+    try:
+        with deterministic(config.seed, device):
+            return _run(config, src, tgt, device, out, say, progress)
+    finally:
+        src.close()
+        tgt.close()
+
+
+def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, out: Path,
+         say: Log, progress: bool) -> TrainResult:
+    _check_domains(src, tgt, config)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "config.json")
+    say(f"preset {config.preset or '-'}; method {config.method}"
+        f"{' + Fisher' if config.fisher else ''}{' + entropy' if config.entropy else ''}, "
+        f"{config.arch}, lr {config.lr:g}, weight decay {config.weight_decay:g}, "
+        f"{config.epochs} epochs max, batch {config.batch_size} per domain, seed {config.seed}")
+    say(f"source: {src.describe()}")
+    say(f"target: {tgt.describe()}")
+
+    # 1. normalisation on the training splits only; splits (RAM or streamed)
+    norms = {"source": compute_normalisation(src, src.indices("train")),
+             "target": compute_normalisation(tgt, tgt.indices("train"))}
+    conventions = {"source": src.convention, "target": tgt.convention}
+    mem = config.max_in_memory_mb
+    s_train = DomainSplit(src, src.indices("train"), norms["source"], max_in_memory_mb=mem)
+    t_train = DomainSplit(tgt, tgt.indices("train"), norms["target"], max_in_memory_mb=mem)
+    s_val = DomainSplit(src, src.indices("val"), norms["source"], max_in_memory_mb=mem)
+    t_val = DomainSplit(tgt, tgt.indices("val"), norms["target"], max_in_memory_mb=mem)
+    say(f"train split in memory: source {s_train.in_memory}, target {t_train.in_memory}")
+
+    # 2. model and DA modules (torch RNG seeded by `deterministic`)
+    in_ch = len(src.convention.bands)
+    arch_kwargs = config.arch_kwargs(in_ch)
+    model = build_feature_model(config.arch, **arch_kwargs).to(device)
+    feature_dim = model.feature_dim
+    grl = GradientReversal(config.grl_schedule)
+    dann = (DomainAdversarialLoss(DomainClassifier(feature_dim), grl).to(device)
+            if config.method == "dann" else None)
+    mmd = MMDLoss(multipliers=config.mmd_multipliers,
+                  sigma2=PAPER_MMD_SIGMA2 if config.mmd_kernels == "paper" else None,
+                  unbiased=config.mmd_unbiased)
+    gap = MMDLoss(multipliers=config.mmd_multipliers, unbiased=True)  # selection criterion
+    fisher = (FisherLoss(feature_dim, kind=config.fisher_kind, lambda_w=config.lambda_w,
+                         lambda_b=config.lambda_b).to(device) if config.fisher else None)
+    entropy = EntropyLoss() if config.entropy else None
+    frozen: list[nn.Module] = []
+    if config.init_from:
+        _init_from(config, model, dann, fisher, say)
+        if config.freeze == "conv":
+            frozen = model.conv_modules()
+            for mod in frozen:
+                for prm in mod.parameters():
+                    prm.requires_grad_(False)
+
+    # 3. optimiser: every trainable module, with its LR multiplier
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if p.requires_grad], "lr_mult": 1.0}]
+    if dann is not None:
+        groups.append({"params": list(dann.discriminator.parameters()),
+                       "lr_mult": config.dc_lr_mult})  # Table A2 "Domain class. LR mult."
+    if fisher is not None:
+        groups.append({"params": [fisher.centres], "lr_mult": config.centre_lr_mult,
+                       "weight_decay": 0.0})
+    opt = torch.optim.Adam(groups, lr=config.lr, betas=config.betas, eps=config.eps,
+                           weight_decay=config.weight_decay)
+
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(3)]
+    s_sampler = InfiniteSampler(len(s_train), config.batch_size, rngs[0])
+    t_sampler = InfiniteSampler(len(t_train), config.batch_size, rngs[1])
+    aug_rng = rngs[2]
+    steps_per_epoch = math.ceil(max(len(s_train), len(t_train)) / config.batch_size)
+    steps_per_cycle = max(1, round(config.cycle_length * steps_per_epoch))
+    warmup_steps = max(1, round((config.grl_warmup_epochs or config.epochs) * steps_per_epoch))
+    selection = config.selection
+    if selection == "auto":
+        selection = "source-loss" if config.method == "none" else "source-loss+mmd"
+    target_labelled = bool(len(t_val) and (t_val.labels >= 0).all())
+    say(f"{count_trainable_parameters(model):,} trainable parameters ({config.arch}), "
+        f"device {device}, {steps_per_epoch} steps/epoch, selection: {selection}")
+
+    history: list[dict[str, Any]] = []
+    best = math.inf
+    best_epoch = 0
+    since_best = 0
+    step = 0
+    t_start = time.perf_counter()
+    ckpt_path = out / "best.pt"
+    with _Progress(progress) as bar:
+        for epoch in range(1, config.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            if dann is not None:
+                dann.train()
+            for mod in frozen:
+                mod.eval()  # frozen BN keeps its running statistics (§6.2.1)
+            sums: dict[str, float] = {}
+            task = bar.start(f"epoch {epoch}/{config.epochs}", steps_per_epoch)
+            lr_now = config.lr
+            for _ in range(steps_per_epoch):
+                lr_now = one_cycle_lr(step, steps_per_cycle, config.lr, config.lr_min_factor)
+                for g in opt.param_groups:
+                    g["lr"] = lr_now * g["lr_mult"]
+                grl.set_progress(step / warmup_steps)
+                ps, pt = s_sampler.next(), t_sampler.next()
+                xs, xt = s_train.images(ps), t_train.images(pt)
+                if config.augment:
+                    xs, xt = augment_batch(xs, aug_rng), augment_batch(xt, aug_rng)
+                ys = torch.from_numpy(s_train.labels[ps]).to(device)
+                x = torch.from_numpy(np.concatenate([xs, xt])).to(device)
+                feats = model.features(x)  # one pass: BatchNorm sees both domains
+                logits = model.classify(feats)
+                ns = xs.shape[0]
+                f_s, f_t = feats[:ns], feats[ns:]
+                ce = F.cross_entropy(logits[:ns], ys)  # Eq. 1
+                terms: dict[str, torch.Tensor] = {"ce": ce}
+                if config.method == "mmd":
+                    terms["transfer"] = mmd(f_s, f_t)  # Eq. 5-7
+                elif dann is not None:
+                    terms["transfer"] = dann(f_s, f_t)  # Eq. 8-9
+                if fisher is not None:
+                    terms["fisher"] = fisher(f_s, ys)  # Eq. 10
+                if entropy is not None:
+                    terms["entropy"] = entropy(logits[ns:])  # Eq. 11
+                loss = total_loss(ce, transfer=terms.get("transfer"), fisher=terms.get("fisher"),
+                                  entropy=terms.get("entropy"), lambda_tl=config.lambda_tl,
+                                  lambda_em=config.lambda_em)  # Eq. 2
+                if not torch.isfinite(loss):
+                    raise GalmergeError(
+                        f"training diverged at epoch {epoch} (loss {float(loss)}; "
+                        f"{', '.join(f'{k}={float(v):.3g}' for k, v in terms.items())})",
+                        hint="lower --lr or the loss weights")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                with torch.no_grad():
+                    acc = (logits[:ns].argmax(1) == ys).float().mean()
+                vals = {"loss": float(loss.detach()), "source_acc": float(acc),
+                        **{k: float(v.detach()) for k, v in terms.items()}}
+                if dann is not None:
+                    vals["domain_acc"] = dann.domain_accuracy
+                for k, v in vals.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_done = (step - 1) % steps_per_epoch + 1
+                bar.update(task, "  ".join(f"{k} {sums[k] / n_done:.3f}"
+                                           for k in ("loss", "ce", "transfer") if k in sums))
+            bar.finish(task)
+            train_means = {k: v / steps_per_epoch for k, v in sums.items()}
+
+            # 4. validation and selection
+            row = _validate(model, s_val, t_val, gap, device, config, selection, target_labelled)
+            row.update(epoch=epoch, lr=lr_now, grl_lambda=grl.coeff if dann is not None else None,
+                       train_loss=train_means["loss"], train_ce=train_means["ce"],
+                       train_transfer=train_means.get("transfer"),
+                       train_fisher=train_means.get("fisher"),
+                       train_entropy=train_means.get("entropy"),
+                       train_source_acc=train_means["source_acc"],
+                       train_domain_acc=train_means.get("domain_acc"))
+            crit = row["val_criterion"]
+            improved = math.isfinite(crit) and crit < best
+            row["is_best"] = int(improved)
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            history.append(row)
+            _write_history(out / "history.csv", history)
+            if improved:
+                best, best_epoch, since_best = crit, epoch, 0
+                save_checkpoint(ckpt_path, model, arch=config.arch, arch_kwargs=arch_kwargs,
+                                config=config.to_dict(), normalisation=norms,
+                                conventions=conventions, epoch=epoch,
+                                metrics={"val_criterion": crit, "selection": selection},
+                                extra_state=_extra_state(dann, fisher))
+            else:
+                since_best += 1
+            say(_epoch_line(row, config.epochs))
+            if since_best >= config.patience:
+                say(f"early stopping: no improvement of {selection} for {config.patience} "
+                    f"epochs; best epoch {best_epoch}")
+                break
+    train_seconds = time.perf_counter() - t_start
+    if best_epoch == 0:
+        raise GalmergeError("no epoch produced a finite validation criterion; nothing saved",
+                            hint="check the data for constant or extreme images")
+
+    # 5. test metrics with the best weights
+    ck = load_checkpoint(ckpt_path)
+    model.load_state_dict(ck.state_dict)
+    metrics = _final_metrics(model, src, tgt, norms, device, config, mem)
+    metrics.update(best_epoch=best_epoch, epochs_run=len(history), selection=selection,
+                   val_criterion=best, train_seconds=round(train_seconds, 2),
+                   device=str(device), trainable_parameters=count_trainable_parameters(model),
+                   config_hash=ck.config_hash(), val=_nan_to_none(
+                       {k: history[best_epoch - 1][k] for k in
+                        ("val_source_loss", "val_source_acc", "val_source_auc",
+                         "val_domain_mmd")}))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True,
+                                                 default=_json_default) + "\n")
+    save_checkpoint(ckpt_path, model, arch=config.arch, arch_kwargs=arch_kwargs,
+                    config=config.to_dict(), normalisation=norms, conventions=conventions,
+                    epoch=best_epoch, metrics=metrics, extra_state=ck.extra_state)
+    return TrainResult(out=out, checkpoint=ckpt_path, best_epoch=best_epoch,
+                       epochs_run=len(history), metrics=metrics, history=history)
+
+
+def _validate(model: FeatureClassifier, s_val: DomainSplit, t_val: DomainSplit, gap: MMDLoss,
+              device: torch.device, config: TrainConfig, selection: str,
+              target_labelled: bool) -> dict[str, Any]:
+    bs = config.eval_batch_size
+    need_feats = config.val_mmd_max
+    s_logits, s_prob, s_feat = predict(model, s_val, device, bs, features_max=need_feats)
+    t_logits, t_prob, t_feat = predict(model, t_val, device, bs, features_max=need_feats)
+    ys = torch.from_numpy(s_val.labels)
+    val_loss = float(F.cross_entropy(torch.from_numpy(s_logits), ys))
+    sm = binary_metrics(s_val.labels, s_prob)
+    with torch.no_grad():
+        mmd_val = (float(gap(s_feat, t_feat)) if s_feat is not None and t_feat is not None
+                   and len(s_feat) >= 2 and len(t_feat) >= 2 else float("nan"))
+        t_ent = float(EntropyLoss()(torch.from_numpy(t_logits)))
+    crit = val_loss
+    if selection == "source-loss+mmd" and math.isfinite(mmd_val):
+        crit = val_loss + config.selection_mmd_weight * mmd_val
+    row: dict[str, Any] = {
+        "val_source_loss": val_loss, "val_source_acc": sm["accuracy"],
+        "val_source_auc": sm["auc"], "val_domain_mmd": mmd_val,
+        "val_target_entropy": t_ent, "val_criterion": crit,
+        "monitor_target_val_acc": None, "monitor_target_val_auc": None,
+    }
+    if target_labelled:
+        tm = binary_metrics(t_val.labels, t_prob)
+        row["monitor_target_val_acc"] = tm["accuracy"]
+        row["monitor_target_val_auc"] = tm["auc"]
+    return row
+
+
+def _final_metrics(model: FeatureClassifier, src: Dataset, tgt: Dataset,
+                   norms: dict[str, Normalisation], device: torch.device,
+                   config: TrainConfig, mem: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for role, ds in (("source", src), ("target", tgt)):
+        for split in ("val", "test"):
+            idx = ds.indices(split)
+            idx = idx[ds.labels[idx] >= 0]
+            if len(idx) == 0:
+                out[f"{role}_{split}"] = None
+                continue
+            part = DomainSplit(ds, idx, norms[role], max_in_memory_mb=mem)
+            _, prob, _ = predict(model, part, device, config.eval_batch_size)
+            out[f"{role}_{split}"] = _nan_to_none(binary_metrics(part.labels, prob))
+    return out
+
+
+def _extra_state(dann: DomainAdversarialLoss | None, fisher: FisherLoss | None
+                 ) -> dict[str, dict[str, torch.Tensor]]:
+    extra: dict[str, dict[str, torch.Tensor]] = {}
+    if dann is not None:
+        extra["domain_classifier"] = dann.discriminator.state_dict()
+    if fisher is not None:
+        extra["fisher"] = {"centres": fisher.centres.detach()}
+    return extra
+
+
+def _init_from(config: TrainConfig, model: nn.Module, dann: DomainAdversarialLoss | None,
+               fisher: FisherLoss | None, say: Log) -> None:
+    """Transfer learning (§6.2.1): start from an earlier galmerge checkpoint's weights."""
+    assert config.init_from is not None
+    ck = load_checkpoint(config.init_from)
+    if ck.arch != config.arch:
+        raise GalmergeError(f"{config.init_from}: is a {ck.arch} checkpoint but --arch is "
+                            f"{config.arch}", hint=f"pass --arch {ck.arch}")
+    try:
+        model.load_state_dict(ck.state_dict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise GalmergeError(f"{config.init_from}: weights do not fit this model ({first})",
+                            hint="use the same --arch options (bottleneck, channels)") from None
+    loaded = ["model"]
+    dc = ck.extra_state.get("domain_classifier")
+    if dann is not None and dc is not None:
+        try:
+            dann.discriminator.load_state_dict(dc)
+            loaded.append("domain classifier")
+        except RuntimeError:
+            pass
+    fc = ck.extra_state.get("fisher")
+    if fisher is not None and fc is not None and fc["centres"].shape == fisher.centres.shape:
+        with torch.no_grad():
+            fisher.centres.copy_(fc["centres"])
+        loaded.append("Fisher centres")
+    say(f"initialised from {config.init_from} (epoch {ck.epoch}): {', '.join(loaded)}; "
+        f"normalisation recomputed for the new domains")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else f"{v:.6g}"
+    return str(v)
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(HISTORY_COLUMNS)
+        for row in history:
+            w.writerow([_fmt(row.get(c)) for c in HISTORY_COLUMNS])
+    os.replace(tmp, path)
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"lr {row['lr']:.2e}",
+             f"loss {row['train_loss']:.4f}", f"ce {row['train_ce']:.4f}"]
+    for key, name in (("train_transfer", "tl"), ("train_fisher", "fl"),
+                      ("train_entropy", "em"), ("train_domain_acc", "dom_acc")):
+        if row.get(key) is not None:
+            parts.append(f"{name} {row[key]:.4f}")
+    parts += [f"| val loss {row['val_source_loss']:.4f}", f"acc {row['val_source_acc']:.3f}",
+              f"mmd {row['val_domain_mmd']:.4f}", f"crit {row['val_criterion']:.4f}"]
+    if row.get("monitor_target_val_acc") is not None:
+        parts.append(f"(target val acc {row['monitor_target_val_acc']:.3f}, not used)")
+    if row["is_best"]:
+        parts.append("*")
+    parts.append(f"{row['seconds']:.1f}s")
+    return " ".join(parts)
+
+
+def load_history(path: str | Path) -> list[dict[str, str]]:
+    """Read a ``history.csv`` back (strings)."""
+    with Path(path).open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def conventions_match(a: ModelConvention, b: ModelConvention) -> bool:
+    """Same pixel convention, band order and size."""
+    return (a.pixel_convention == b.pixel_convention and tuple(a.bands) == tuple(b.bands)
+            and a.size == b.size)
