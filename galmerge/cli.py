@@ -87,6 +87,9 @@ def simulate(
     survey: Annotated[str, typer.Option(
         "--survey", help="'hst' (paper §4.1 sim->sim: pristine vs noisy) or 'sdss' (SDSS-like "
         "colour JPEG source for sim->real).")] = "hst",
+    backgrounds: Annotated[Path | None, typer.Option(
+        "--backgrounds", help="--survey sdss only: a directory of real 423-px SDSS GZ1 JPEGs "
+        "(e.g. the unlabelled target pool) whose sky replaces the synthetic sky.")] = None,
 ) -> None:
     """Simulate labelled galaxy images (balanced mergers / non-mergers, 3x75x75).
 
@@ -99,7 +102,7 @@ def simulate(
     from galmerge.data.simulator import simulate as run_simulation
 
     t0 = time.perf_counter()
-    result = run_simulation(out, n=n, seed=seed, survey=survey)
+    result = run_simulation(out, n=n, seed=seed, survey=survey, backgrounds=backgrounds)
     took = time.perf_counter() - t0
     for path in result.paths:
         typer.echo(f"wrote {path}")

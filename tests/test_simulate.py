@@ -17,6 +17,7 @@ from galmerge.data import open_dataset
 from galmerge.data.simulator import simulate
 from galmerge.data.simulator.hst import HSTConfig, _Optics, draw_catalogue, render_batch
 from galmerge.errors import GalmergeError
+from tests.simtools import count_peaks
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +33,6 @@ def _auc(score: np.ndarray, label: np.ndarray) -> float:
     pos = label == 1
     n1, n0 = pos.sum(), (~pos).sum()
     return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def _peaks(img: np.ndarray, rel: float = 0.05) -> int:
-    """Local maxima (8-neighbour, strictly above every neighbour) above ``rel`` of the peak."""
-    p = np.pad(img, 1, constant_values=-np.inf)
-    c = p[1:-1, 1:-1]
-    is_max = np.ones_like(c, dtype=bool)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                is_max &= c > p[1 + dy:p.shape[0] - 1 + dy, 1 + dx:p.shape[1] - 1 + dx]
-    return int((is_max & (c > rel * c.max())).sum())
 
 
 def test_files_shapes_attrs_and_balanced_labels(sim_dir: Path) -> None:
@@ -144,9 +133,9 @@ def test_mergers_have_two_components_non_mergers_one() -> None:
     galaxies = r.pristine.sum(axis=1)
     wide = np.flatnonzero(m & (cat["stage"] == 3) & (cat["mass_ratio"] < 4))
     assert len(wide) >= 5
-    assert all(_peaks(galaxies[i]) >= 2 for i in wide)
+    assert all(count_peaks(galaxies[i], 0.05) >= 2 for i in wide)
     single = np.flatnonzero(~m)
-    assert np.mean([_peaks(galaxies[i]) == 1 for i in single]) > 0.95
+    assert np.mean([count_peaks(galaxies[i], 0.05) == 1 for i in single]) > 0.95
 
 
 def test_class_not_given_away_by_brightness() -> None:

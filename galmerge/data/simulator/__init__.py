@@ -18,7 +18,7 @@ seed gives byte-identical files. See ``docs/simulator.md``. Torch-free.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ class SimulationResult:
 
 def simulate(
     out_dir: str | Path, n: int = 6000, seed: int = 1, survey: str = "hst",
-    *, config: object | None = None,
+    *, config: object | None = None, backgrounds: str | Path | None = None,
 ) -> SimulationResult:
     """Simulate labelled galaxy images and write them as galmerge dataset files.
 
@@ -53,6 +53,8 @@ def simulate(
             ``sdss-colour-jpeg`` convention).
         config: an :class:`~.hst.HSTConfig` / :class:`~.sdss.SDSSConfig` to
             override the defaults.
+        backgrounds: ``"sdss"`` only: a directory of real 423-px GZ1 SDSS JPEGs
+            (e.g. the unlabelled target pool) whose sky replaces the synthetic sky.
 
     Returns:
         The written paths.
@@ -64,6 +66,8 @@ def simulate(
         raise GalmergeError(f"--n must be an integer of at least 2, got {n!r}")
     if survey not in SURVEYS:
         raise GalmergeError(f"unknown survey {survey!r}", hint=f"use one of {', '.join(SURVEYS)}")
+    if backgrounds is not None and survey != "sdss":
+        raise GalmergeError("--backgrounds applies to --survey sdss only")
     out = _writable_dir(Path(out_dir))
     if survey == "hst":
         from galmerge.data.simulator.hst import HSTConfig, simulate_hst
@@ -81,6 +85,8 @@ def simulate(
         cfg_s = config if config is not None else SDSSConfig()
         if not isinstance(cfg_s, SDSSConfig):
             raise GalmergeError("survey 'sdss' needs an SDSSConfig")
+        if backgrounds is not None:
+            cfg_s = replace(cfg_s, backgrounds=str(backgrounds))
         paths = simulate_sdss(out, int(n), int(seed), cfg_s)
     return SimulationResult(survey, paths, int(n), int(seed))
 

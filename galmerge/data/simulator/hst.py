@@ -31,6 +31,7 @@ import numpy as np
 
 from galmerge.conventions import FLUX_LINEAR, ModelConvention
 from galmerge.data.simulator import debris, profiles
+from galmerge.data.simulator.sampling import balanced_labels, log_uniform
 
 #: Merger stages drawn by the simulator (index stored per image in ``extra/stage``).
 STAGES = ("none", "remnant", "close-pair", "wide-pair")
@@ -70,10 +71,6 @@ class HSTConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def _log_uniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
-    return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
-
-
 def _colours(rng: np.random.Generator, redness: np.ndarray) -> np.ndarray:
     """Per-band flux multipliers (k, 3) with mean 1: blue star-forming to red old populations."""
     blue = np.array([1.25, 1.0, 0.75])
@@ -83,23 +80,16 @@ def _colours(rng: np.random.Generator, redness: np.ndarray) -> np.ndarray:
     return c / c.mean(axis=1, keepdims=True)
 
 
-def balanced_labels(rng: np.random.Generator, n: int, fraction: float) -> np.ndarray:
-    """``round(fraction × n)`` mergers (1) among ``n``, shuffled (int8)."""
-    lab = np.zeros(n, dtype=np.int8)
-    lab[: round(fraction * n)] = 1
-    return rng.permutation(lab)
-
-
 def draw_catalogue(n: int, rng: np.random.Generator, cfg: HSTConfig) -> dict[str, np.ndarray]:
     """Draw every image's physical parameters (one entry per image; pixels, radians)."""
     c = cfg.size / 2.0 - 0.5
     lab = balanced_labels(rng, n, cfg.merger_fraction)
     m = lab == 1
     cat: dict[str, np.ndarray] = {"label": lab}
-    cat["flux"] = _log_uniform(rng, *cfg.flux_range, n)
+    cat["flux"] = log_uniform(rng, *cfg.flux_range, n)
     cat["x1"] = c + np.clip(rng.normal(0, cfg.offset_sigma_px, n), -4, 4)
     cat["y1"] = c + np.clip(rng.normal(0, cfg.offset_sigma_px, n), -4, 4)
-    cat["r1"] = _log_uniform(rng, *cfg.r_eff_range_px, n)
+    cat["r1"] = log_uniform(rng, *cfg.r_eff_range_px, n)
     cat["n1"] = rng.uniform(*cfg.sersic_n_range, n)
     cat["e1"] = rng.uniform(0, cfg.ellip_max, n)
     cat["t1"] = rng.uniform(0, np.pi, n)
@@ -120,14 +110,14 @@ def draw_catalogue(n: int, rng: np.random.Generator, cfg: HSTConfig) -> dict[str
     cat["sep"] = sep
     cat["x2"] = cat["x1"] + sep * np.cos(pa)
     cat["y2"] = cat["y1"] + sep * np.sin(pa)
-    cat["r2"] = np.maximum(cat["r1"] * ratio ** -0.3 * _log_uniform(rng, 0.8, 1.25, n), 1.0)
+    cat["r2"] = np.maximum(cat["r1"] * ratio ** -0.3 * log_uniform(rng, 0.8, 1.25, n), 1.0)
     cat["n2"] = rng.uniform(*cfg.sersic_n_range, n)
     cat["e2"] = rng.uniform(0, cfg.ellip_max, n)
     cat["t2"] = rng.uniform(0, np.pi, n)
     red2 = np.clip((cat["n2"] - lo) / (hi - lo) + rng.normal(0, 0.2, n), 0, 1)
     cat["colour2"] = _colours(rng, red2)
     # Debris: surface-brightness goal, geometry, colour (tidal debris is bluish).
-    cat["tidal_sb_goal"] = np.where(m, _log_uniform(rng, *cfg.tidal_sb_sigma, n), 0.0)
+    cat["tidal_sb_goal"] = np.where(m, log_uniform(rng, *cfg.tidal_sb_sigma, n), 0.0)
     cat["tidal_smooth"] = rng.uniform(*cfg.tidal_smooth_px, n)
     cat["tidal_colour"] = _colours(rng, rng.uniform(0.0, 0.4, n))
     cat["pair_pa"] = pa

@@ -1,0 +1,173 @@
+"""The simulator's SDSS-like mode: convention, JPEG-like pixels, determinism, merger structure."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from galmerge.conventions import SDSS_COLOUR_JPEG
+from galmerge.data import open_dataset
+from galmerge.data.simulator import simulate
+from galmerge.data.simulator.sdss import (
+    SDSSConfig,
+    _Grid,
+    _stretch,
+    draw_catalogue,
+    load_backgrounds,
+    lupton_rgb8,
+    render_flux,
+    to_jpeg_model_pixels,
+    unstretch,
+)
+from galmerge.errors import GalmergeError
+from tests.simtools import count_peaks
+
+
+@pytest.fixture(scope="module")
+def sdss_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sdss")
+    simulate(out, n=32, seed=4, survey="sdss")
+    return out
+
+
+def test_sdss_file_has_the_colour_jpeg_convention(sdss_dir: Path) -> None:
+    with open_dataset(sdss_dir / "source.h5") as ds:
+        assert not (sdss_dir / "target.h5").exists()
+        conv = ds.convention
+        assert conv.pixel_convention == SDSS_COLOUR_JPEG
+        assert conv.bands == ("i", "r", "g")
+        assert conv.size == 75 and conv.crop_fraction == 1.0
+        # The crop of real 423-px GZ1 JPEGs these images stand for travels with them.
+        assert conv.extra["equivalent_real_crop_fraction"] == "0.5"
+        assert ds.provenance["survey"] == "sdss"
+        assert "crop_fraction=0.5" in ds.provenance["real_equivalent"]
+        assert (ds.labels == 1).sum() == 16 and (ds.labels == 0).sum() == 16
+        x = ds.read(np.arange(len(ds)))
+    assert x.shape == (32, 3, 75, 75) and x.dtype == np.float32
+
+
+def test_sdss_pixels_look_like_colour_jpegs(sdss_dir: Path) -> None:
+    with h5py.File(sdss_dir / "source.h5") as f:
+        x = f["images"][:]
+    assert x.min() >= 0.0 and x.max() <= 255.0
+    # Dark, noisy sky at the edges; a bright galaxy in the middle.
+    edge = np.concatenate([x[..., :6, :].reshape(32, 3, -1), x[..., -6:, :].reshape(32, 3, -1)],
+                          axis=2)
+    sky = np.median(edge, axis=2)
+    assert np.all(np.median(sky, axis=0) < 25)
+    noise = np.median(np.abs(edge - sky[..., None]), axis=2)
+    assert np.all(np.median(noise, axis=0) > 0.3)
+    centre = x[..., 33:42, 33:42].mean(axis=(1, 2, 3))
+    assert np.median(centre) > 60
+    # Galaxies are redder than blue in (R, G, B) = (i, r, g) on average, as in SDSS images.
+    c = x[..., 33:42, 33:42].mean(axis=(2, 3))
+    assert np.median(c[:, 0] - c[:, 2]) > 0
+
+
+def test_jpeg_step_matches_the_real_files() -> None:
+    cfg = SDSSConfig()
+    grid = _Grid(cfg)
+    rgb = np.full((1, cfg.render_px, cfg.render_px, 3), 40, dtype=np.uint8)
+    out = to_jpeg_model_pixels(rgb, cfg, grid)
+    assert out.shape == (1, 3, 75, 75)
+    np.testing.assert_allclose(out, 40, atol=1.0)
+    # The encoder's quantisation tables equal those of the real GZ1 JPEGs (quality 75).
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(buf, format="JPEG",
+                                                                 quality=cfg.jpeg_quality)
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        tables = {k: list(v)[:8] for k, v in im.quantization.items()}
+    assert tables[0] == [8, 6, 5, 8, 12, 20, 26, 31]
+    assert tables[1] == [9, 9, 12, 24, 50, 50, 50, 50]
+
+
+def test_sdss_same_seed_same_bytes(tmp_path: Path) -> None:
+    a = simulate(tmp_path / "a", n=6, seed=11, survey="sdss").paths[0]
+    b = simulate(tmp_path / "b", n=6, seed=11, survey="sdss").paths[0]
+    c = simulate(tmp_path / "c", n=6, seed=12, survey="sdss").paths[0]
+    assert a.read_bytes() == b.read_bytes()
+    assert a.read_bytes() != c.read_bytes()
+
+
+def test_sdss_mergers_have_two_bodies_or_tidal_debris() -> None:
+    cfg = SDSSConfig()
+    rng = np.random.default_rng(3)
+    cat = draw_catalogue(160, rng, cfg)
+    m = cat["label"] == 1
+    stage = cat["stage"]
+    assert set(np.unique(stage[m])) == {1, 2, 3} and np.all(stage[~m] == 0)
+    # Every merger carries debris; no non-merger does.
+    assert np.all(cat["debris_flux"][m, 1] > 0) and np.all(cat["debris_flux"][~m, 1] == 0)
+    # Pairs and interacting systems have a second galaxy within the frame.
+    pairs = m & (stage < 3)
+    assert np.all(cat["b_flux2"][pairs, 1] + cat["d_flux2"][pairs, 1] > 0)
+    assert np.all(cat["sep"][pairs] >= 0.35 * cat["r90"][pairs])
+    assert np.all(cat["mass_ratio"][m] <= 10.0 + 1e-9)
+    # Chance projections: a second galaxy but no merger label and no debris.
+    proj = cat["projection"] == 1
+    assert proj.sum() > 5 and np.all(cat["label"][proj] == 0)
+    # Noise-free images: well-separated, major pairs show two cores.
+    flux = render_flux(cat, slice(0, 160), cfg, np.random.default_rng(0), noise=False)
+    r_band = flux[:, 1]
+    wide = np.flatnonzero(pairs & (cat["sep"] > 0.9 * cat["r90"]) & (cat["mass_ratio"] < 3)
+                          & (cat["field_flux"][..., 1].max(axis=1) < 0.5 * 10 ** (-0.4 * (
+                              cat["mag"] - 22.5))))
+    assert len(wide) >= 3
+    assert np.mean([count_peaks(r_band[i], 0.1) >= 2 for i in wide]) >= 0.8
+
+
+def test_stretch_maps_zero_flux_to_black_and_keeps_colour_order() -> None:
+    cfg = SDSSConfig()
+    flux = np.zeros((2, 3, 8, 8), dtype=np.float32)
+    flux[1, :, 4, 4] = (0.5, 1.0, 1.5)  # g < r < i: a red source
+    rgb = lupton_rgb8(flux, cfg)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 8, 8, 3)
+    assert rgb[0].max() == 0
+    r, g, b = rgb[1, 4, 4].astype(int)
+    assert r > g > b > 0
+
+
+def test_unstretch_inverts_the_lupton_stretch() -> None:
+    cfg = SDSSConfig()
+    rng = np.random.default_rng(0)
+    flux = rng.uniform(0.0, 2.0, (3, 3, 6, 6)).astype(np.float32)
+    rgb = np.moveaxis(_stretch(flux, cfg), -1, 1)
+    back = unstretch(rgb, cfg)
+    unsaturated = (rgb < 254.9).all(axis=1, keepdims=True)
+    np.testing.assert_allclose(back * unsaturated, flux * unsaturated, rtol=1e-4, atol=1e-6)
+
+
+def test_real_sky_backgrounds(tmp_path: Path, example_dir: Path) -> None:
+    jpegs = example_dir / "cutouts"
+    a = simulate(tmp_path / "a", n=8, seed=2, survey="sdss", backgrounds=jpegs).paths[0]
+    b = simulate(tmp_path / "b", n=8, seed=2, survey="sdss", backgrounds=jpegs).paths[0]
+    assert a.read_bytes() == b.read_bytes()
+    with open_dataset(a) as ds:
+        sky = ds.provenance["sky"]
+        assert sky["files"] == 24 and sky["blocks"] > 10 and len(sky["sha256"]) == 64
+        x = ds.read(np.arange(len(ds)))
+    assert x.min() >= 0 and x.max() <= 255
+    edge = x[..., :6, :].reshape(8, 3, -1)
+    assert np.median(edge) < 25
+    bank = load_backgrounds(jpegs, SDSSConfig())
+    assert bank.blocks.dtype == np.uint8 and bank.blocks.shape[1:] == (3, 105, 105)
+    # The blocks are sky: no bright sources or galaxy outskirts.
+    assert np.percentile(bank.blocks.mean(axis=1).reshape(len(bank.blocks), -1), 50,
+                         axis=1).max() < 12
+
+
+def test_background_errors(tmp_path: Path) -> None:
+    with pytest.raises(GalmergeError, match="background directory not found"):
+        simulate(tmp_path / "o", n=4, survey="sdss", backgrounds=tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(GalmergeError, match="no usable sky"):
+        simulate(tmp_path / "o", n=4, survey="sdss", backgrounds=empty)
+    with pytest.raises(GalmergeError, match="sdss only"):
+        simulate(tmp_path / "o", n=4, survey="hst", backgrounds=empty)
