@@ -54,6 +54,8 @@ RUN if [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
 
 COPY README.md ./
 COPY galmerge ./galmerge
+# The wheel carries the shipped models as data files (share/galmerge/models).
+COPY models ./models
 RUN if [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
         export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi \
     && pip install --no-deps . \

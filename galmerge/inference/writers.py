@@ -7,8 +7,10 @@ then assembled by streaming the parts in order, in two passes with memory
 bounded by one part:
 
 1. scan: row counts, status counts, duplicate ids (64-bit hashes of the id
-   strings), the unified column types (text columns of a CSV input get
-   int64/float64/string types for typed outputs), string widths;
+   strings, hash-partitioned into bucket files on disk and checked one bucket
+   at a time, so memory does not grow with the catalogue), the unified column
+   types (text columns of a CSV input get int64/float64/string types for typed
+   outputs), string widths;
 2. write: each part, cast to the unified schema, appended to the output
    (temp file + rename at the end).
 
@@ -33,6 +35,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +152,65 @@ def _infer_text(values: pd.Series, state: str) -> str:
     return state
 
 
+class _IdBuckets:
+    """(id hash, row) pairs hash-partitioned into bucket files, for the duplicate-id check.
+
+    Pass 1 appends each part's pairs to ``n_buckets`` files by the top bits of the
+    hash; :meth:`duplicates` then sorts one bucket at a time. Equal ids share a
+    bucket, so memory is one bucket (rows / n_buckets x 16 bytes plus the sort),
+    not one catalogue. Rows arrive in increasing order, so a stable sort by hash
+    keeps the first occurrence of an id first.
+    """
+
+    DTYPE = np.dtype([("h", "<u8"), ("r", "<i8")])
+    BITS = 6
+
+    def __init__(self, folder: Path) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="id-buckets-", dir=folder))
+        self._files = [open(self._dir / f"{i:03d}.bin", "wb") for i in range(1 << self.BITS)]
+
+    def add(self, hashes: np.ndarray, rows: np.ndarray) -> None:
+        """Append the pairs of one part (rows increasing)."""
+        pairs = np.empty(len(hashes), dtype=self.DTYPE)
+        pairs["h"], pairs["r"] = hashes, rows
+        bucket = (pairs["h"] >> np.uint64(64 - self.BITS)).astype(np.intp)
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.searchsorted(bucket[order], np.arange(len(self._files) + 1))
+        for i, f in enumerate(self._files):
+            if bounds[i + 1] > bounds[i]:
+                pairs[order[bounds[i]:bounds[i + 1]]].tofile(f)
+
+    def duplicates(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows whose id occurred before, and the first row with that id (sorted by row)."""
+        for f in self._files:
+            f.close()
+        dup_rows, dup_first = [], []
+        for i in range(len(self._files)):
+            pairs = np.fromfile(self._dir / f"{i:03d}.bin", dtype=self.DTYPE)
+            if len(pairs) < 2:
+                continue
+            order = np.argsort(pairs["h"], kind="stable")
+            sh, rows = pairs["h"][order], pairs["r"][order]
+            dup = np.zeros(len(sh), dtype=bool)
+            dup[1:] = sh[1:] == sh[:-1]
+            if dup.any():
+                run_id = np.cumsum(~dup) - 1
+                first = rows[~dup][run_id]
+                dup_rows.append(rows[dup])
+                dup_first.append(first[dup])
+        if not dup_rows:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        r, f0 = np.concatenate(dup_rows), np.concatenate(dup_first)
+        srt = np.argsort(r)
+        return r[srt].astype(np.int64), f0[srt].astype(np.int64)
+
+    def close(self) -> None:
+        """Remove the bucket files."""
+        for f in self._files:
+            f.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
 def scan_parts(paths: list[Path], *, id_col: str, text_columns: bool, typed_output: bool,
                keep_text: set[str], string_widths: bool = True) -> ScanResult:
     """Pass 1 over the part files (see the module docstring).
@@ -155,6 +218,19 @@ def scan_parts(paths: list[Path], *, id_col: str, text_columns: bool, typed_outp
     ``string_widths`` measures string columns (byte widths, non-ASCII) for the
     fixed-width formats; CSV and Parquet do not need it.
     """
+    if not paths:
+        raise GalmergeError("no part files to assemble")
+    buckets = _IdBuckets(paths[0].parent)
+    try:
+        return _scan(paths, buckets, id_col=id_col, text_columns=text_columns,
+                     typed_output=typed_output, keep_text=keep_text,
+                     string_widths=string_widths)
+    finally:
+        buckets.close()
+
+
+def _scan(paths: list[Path], buckets: _IdBuckets, *, id_col: str, text_columns: bool,
+          typed_output: bool, keep_text: set[str], string_widths: bool) -> ScanResult:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -166,8 +242,6 @@ def scan_parts(paths: list[Path], *, id_col: str, text_columns: bool, typed_outp
     widths: dict[str, int] = {}
     non_ascii: set[str] = set()
     text_state: dict[str, str] = {}
-    hashes = []
-    hash_rows = []
     offset = 0
     for path in paths:
         table = pq.read_table(path)
@@ -185,8 +259,7 @@ def scan_parts(paths: list[Path], *, id_col: str, text_columns: bool, typed_outp
         ids = table.column(id_col).to_pandas().astype(object).fillna("").astype(str).to_numpy(
             dtype=object)
         valid = ids != ""
-        hashes.append(pd.util.hash_array(ids[valid]))
-        hash_rows.append(np.flatnonzero(valid) + offset)
+        buckets.add(pd.util.hash_array(ids[valid]), np.flatnonzero(valid) + offset)
         offset += table.num_rows
         for name in table.schema.names:
             t = table.schema.field(name).type
@@ -203,8 +276,6 @@ def scan_parts(paths: list[Path], *, id_col: str, text_columns: bool, typed_outp
                         non_ascii.add(name)
                         w = max(len(v.encode("utf-8")) for v in col)
                     widths[name] = max(widths.get(name, 1), w)
-    if not paths:
-        raise GalmergeError("no part files to assemble")
     fields = []
     for name in names:
         if name in text_state and text_state[name] != "str":
@@ -213,27 +284,14 @@ def scan_parts(paths: list[Path], *, id_col: str, text_columns: bool, typed_outp
         else:
             fields.append(pa.field(name, _unify(types[name])))
     schema = pa.schema(fields)
-    all_h = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
-    all_rows = np.concatenate(hash_rows) if hash_rows else np.empty(0, dtype=np.int64)
-    order = np.argsort(all_h, kind="stable")
-    sh = all_h[order]
-    dup_mask = np.zeros(len(sh), dtype=bool)
-    dup_mask[1:] = sh[1:] == sh[:-1]
-    # The first row of each run of equal hashes (a stable sort keeps row order).
-    run_start = np.flatnonzero(~dup_mask)
-    run_id = np.cumsum(~dup_mask) - 1
-    first_of = all_rows[order[run_start]][run_id] if len(sh) else np.empty(0, dtype=np.int64)
-    dup_rows = all_rows[order[dup_mask]]
-    dup_first = first_of[dup_mask]
-    srt = np.argsort(dup_rows)
+    dup_rows, dup_first = buckets.duplicates()
     return ScanResult(
         n_rows=int(sum(rows)), part_rows=rows,
         status_counts={s: counts.get(s, 0) for s in (*STATUSES, *sorted(set(counts) -
                                                                           set(STATUSES)))
                        if counts.get(s, 0) or s in STATUSES},
         n_merger=n_merger, schema=schema, str_widths=widths, non_ascii=non_ascii,
-        duplicate_rows=dup_rows[srt].astype(np.int64),
-        duplicate_first=dup_first[srt].astype(np.int64),
+        duplicate_rows=dup_rows, duplicate_first=dup_first,
         text_types={k: v for k, v in text_state.items()})
 
 
