@@ -19,9 +19,11 @@ demo: $(BIN)/python
 
 test: $(BIN)/python
 	$(PIP) install -e '.[cpu,train,dask,dev]'
-	$(BIN)/ruff check galmerge tests benchmarks
+	$(BIN)/ruff check galmerge tests benchmarks scripts
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/python
-	$(BIN)/ruff check galmerge tests benchmarks
-	$(BIN)/mypy galmerge/conventions.py galmerge/errors.py galmerge/data galmerge/inference
+	$(BIN)/ruff check galmerge tests benchmarks scripts
+	$(BIN)/mypy galmerge/conventions.py galmerge/errors.py galmerge/data galmerge/inference \
+	    galmerge/training/config.py galmerge/training/presets.py galmerge/training/metrics.py \
+	    galmerge/training/data.py

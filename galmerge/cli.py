@@ -175,6 +175,12 @@ def train(
     augment: Annotated[bool | None, typer.Option(
         "--augment/--no-augment", help="Random flips and 90-degree rotations.",
         show_default=False)] = None,
+    swa_start: Annotated[int | None, typer.Option(
+        "--swa-start", help="Average the weights of epochs SWA_START..EPOCHS (stochastic weight "
+        "averaging) and deliver the average instead of selecting an epoch; 0 = off.")] = None,
+    source_merger_fraction: Annotated[float | None, typer.Option(
+        "--source-merger-fraction", help="Fraction of mergers in every source batch (default: "
+        "as the data come); set it near the target's expected merger fraction.")] = None,
     source_labels: Annotated[Path | None, typer.Option(
         "--source-labels", help="Labels file for a .npy or directory source.")] = None,
     target_labels: Annotated[Path | None, typer.Option(
@@ -201,7 +207,9 @@ def train(
         cycle_length=cycle_length, patience=patience, lambda_tl=lambda_tl, lambda_w=lambda_w,
         lambda_b=lambda_b, lambda_em=lambda_em, fisher_kind=fisher_kind, mmd_kernels=mmd_kernels,
         grl_schedule=grl_schedule, dc_lr_mult=dc_lr_mult, dropout=dropout, selection=selection,
-        augment=augment, source_labels=source_labels, target_labels=target_labels,
+        augment=augment, swa_start=swa_start, source_merger_fraction=source_merger_fraction,
+        source_labels=source_labels,
+        target_labels=target_labels,
         source_crop=source_crop, target_crop=target_crop, seed=seed, device=device,
         threads=threads,
     )

@@ -45,3 +45,26 @@ def fake(fake_services_server):
     fake_services_server.reset()
     yield fake_services_server
     fake_services_server.reset()
+
+
+@pytest.fixture(scope="session")
+def unscaled_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped SDSS model with its pixel scale removed from the metadata.
+
+    For the errors a model that records no cutout scale must give (``--scale`` needed).
+    """
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(ROOT / "models" / "deepmerge-sdss.onnx"))
+    for prop in proto.metadata_props:
+        if prop.key in ("galmerge.pixel_scale_arcsec", "galmerge.petro_scale_factor"):
+            prop.value = ""
+        elif prop.key == "galmerge.convention_extra":
+            extra = json.loads(prop.value)
+            extra.pop("cutout_pixels", None)
+            prop.value = json.dumps(extra, sort_keys=True)
+    out = tmp_path_factory.mktemp("unscaled") / "unscaled.onnx"
+    onnx.save(proto, str(out))
+    return out

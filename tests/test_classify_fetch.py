@@ -15,6 +15,7 @@ import pytest
 from galmerge.inference.cutouts import (
     BAD_COORDINATES,
     FETCH_FAILED,
+    MISSING_FILE,
     NO_COVERAGE,
     OK,
     STATUSES,
@@ -61,9 +62,10 @@ def test_classify_fetch_sdss_gives_every_row_a_status(fake, tmp_path: Path) -> N
     assert "footprint" in df["status_detail"][2]
     ok = df["status"] == OK
     assert df.loc[ok, "p_merger"].between(0, 1).all() and df.loc[~ok, "p_merger"].isna().all()
-    # The model's convention (75 px, central half) -> 150 px requested at 0.4"/px.
+    # The shipped model records the Galaxy Zoo 1 cutout (423 px, of which it sees the central
+    # half): 423 px are requested, at the scale given.
     first = fake.log[0].params
-    assert (first["width"], first["height"], float(first["scale"])) == ("150", "150", 0.4)
+    assert (first["width"], first["height"], float(first["scale"])) == ("423", "423", 0.4)
     sent = fake.count()
     assert sent == 4 + 2  # five rows with coordinates, the HTML one twice
 
@@ -159,11 +161,12 @@ def test_resume_recomputes_only_parts_with_fetch_failures(tmp_path: Path) -> Non
     assert not _part_reusable(tmp_path / "part-000009.parquet", 2)  # missing
 
 
-def test_classify_fetch_needs_a_scale_for_a_model_without_one(fake, tmp_path: Path) -> None:
+def test_classify_fetch_needs_a_scale_for_a_model_without_one(fake, tmp_path: Path,
+                                                              unscaled_model: Path) -> None:
     cat = tmp_path / "cat.csv"
     small_catalog(cat)
     res = run_cli(fake, "classify", "--catalog", str(cat), "--fetch", "sdss", "--cache",
-                  str(tmp_path / "c"), "-q")
+                  str(tmp_path / "c"), "--model", str(unscaled_model), "-q")
     assert res.returncode == 2 and "--scale" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert fake.count() == 0
@@ -265,4 +268,6 @@ def test_per_galaxy_scales_fetch_then_classify_offline(fake, tmp_path: Path) -> 
     without = run_cli(fake, "classify", "--catalog", str(cat), "--cutouts", str(cache),
                       "--output", str(tmp_path / "w.csv"), "-q")
     assert without.returncode == 0  # per-row scales are part of the key: every row misses
-    assert set(pd.read_csv(tmp_path / "w.csv")["status"]) <= {FETCH_FAILED, BAD_COORDINATES}
+    # (the model's own fixed scale finds nothing in this cache either)
+    assert set(pd.read_csv(tmp_path / "w.csv")["status"]) <= {MISSING_FILE, FETCH_FAILED,
+                                                              BAD_COORDINATES}

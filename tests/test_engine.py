@@ -17,12 +17,12 @@ from tests.conftest import ROOT
 MODEL = ROOT / "models" / "deepmerge-sdss.onnx"
 
 
-def test_shipped_model_reads_its_convention_and_is_marked_placeholder() -> None:
+def test_shipped_model_reads_its_convention_and_is_not_a_placeholder() -> None:
     clf = OnnxClassifier(MODEL, device="cpu", batch_size=16)
     conv = clf.convention
     assert conv.pixel_convention == SDSS_COLOUR_JPEG
     assert conv.bands == ("i", "r", "g") and conv.size == 75 and conv.crop_fraction == 0.5
-    assert clf.placeholder
+    assert not clf.placeholder  # the trained model (issue 6), not the interim one
     assert clf.providers == ["CPUExecutionProvider"] and clf.device == "cpu"
     assert clf.threads == available_cpus()
     assert len(clf.sha256) == 64

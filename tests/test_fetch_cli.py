@@ -77,10 +77,12 @@ def test_fetch_writes_a_status_per_row_and_resumes(fake, tmp_path: Path) -> None
     assert offline.get(CutoutRequest(4, "e", 153.0, 4.0, scale=0.3)).status == MISSING_FILE
 
 
-def test_fetch_rejects_bad_options_in_one_line(fake, tmp_path: Path) -> None:
+def test_fetch_rejects_bad_options_in_one_line(fake, tmp_path: Path,
+                                              unscaled_model: Path) -> None:
     cat = tmp_path / "c.csv"
     pd.DataFrame({"id": ["a"], "ra": [1.0], "dec": [1.0]}).to_csv(cat, index=False)
-    no_scale = run_fetch(fake, "--catalog", str(cat), "--out", str(tmp_path / "o"))
+    no_scale = run_fetch(fake, "--catalog", str(cat), "--out", str(tmp_path / "o"),
+                         "--model", str(unscaled_model))
     assert no_scale.returncode == 2 and "--scale" in no_scale.stderr
     bad_service = run_fetch(fake, "--catalog", str(cat), "--out", str(tmp_path / "o"),
                             "--scale", "0.4", "--fetch", "panstarrs")

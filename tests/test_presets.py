@@ -66,3 +66,16 @@ def test_config_json_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-de
     back = TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text()))
     assert back == c
     assert back.target.crop_fraction == 0.5 and back.source.labels == "y.npy"
+
+
+def test_sdss_presets_fix_the_epochs_average_and_target_crop() -> None:
+    for name in ("sdss-stage1", "sdss", "sdss-noda", "sdss-mmd"):
+        c = build_config(dict(PATHS), name)
+        # no epoch is selected: a fixed run whose last epochs are averaged
+        assert c.augment and 0 < c.swa_start <= c.epochs, name
+    assert build_config(dict(PATHS), "sdss-stage1").target.crop_fraction == 1.0
+    for name in ("sdss", "sdss-noda", "sdss-mmd"):
+        assert build_config(dict(PATHS), name).target.crop_fraction == 0.5, name
+    # an explicit crop still overrides the preset's
+    assert build_config(dict(PATHS, target_crop=0.8), "sdss").target.crop_fraction == 0.8
+    assert build_config(dict(PATHS), "sdss-noda").method == "none"

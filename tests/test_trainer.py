@@ -18,6 +18,7 @@ from galmerge.errors import GalmergeError
 from galmerge.training.checkpoint import load_checkpoint
 from galmerge.training.config import DataConfig, TrainConfig
 from galmerge.training.data import (
+    ClassFractionSampler,
     DomainSplit,
     InfiniteSampler,
     augment_batch,
@@ -175,6 +176,55 @@ def test_existing_run_is_not_overwritten(pair: tuple[Path, Path], tmp_path: Path
     train(_config(src, tgt, tmp_path / "r", epochs=1), overwrite=True)
 
 
+# --- weight averaging --------------------------------------------------------------------
+
+def test_weight_averaging_delivers_the_mean_of_the_last_epochs(pair: tuple[Path, Path],
+                                                               tmp_path: Path) -> None:
+    src, tgt = pair
+    # patience 1 would stop a plain run early; with averaging every epoch runs
+    kw = dict(method="mmd", epochs=4, patience=1, augment=True)
+    plain = train(_config(src, tgt, tmp_path / "plain", **kw, swa_start=0))
+    avg = train(_config(src, tgt, tmp_path / "avg", **kw, swa_start=3))
+    assert avg.epochs_run == 4 and avg.best_epoch == 4
+    m = avg.metrics
+    assert m["selection"] == "swa (average of epochs 3-4)" and m["swa_epochs"] == [3, 4]
+    assert m["swa_models"] == 2 and m["val_criterion"] is None
+    rows = list(csv.DictReader((tmp_path / "avg" / "history.csv").open()))
+    assert [r["in_average"] for r in rows] == ["0", "0", "1", "1"]
+    single = load_checkpoint(tmp_path / "avg" / "best-epoch.pt")
+    ck = load_checkpoint(avg.checkpoint)
+    assert ck.metrics["selection"].startswith("swa") and single.epoch == m["best_single_epoch"]
+    # the same seed trains the same weights, so the plain run's last epoch is epoch 4 of this
+    # run; the average differs from it, and the BatchNorm statistics were recomputed
+    assert not torch.equal(ck.state_dict["conv.0.weight"], single.state_dict["conv.0.weight"])
+    assert int(ck.state_dict["conv.1.num_batches_tracked"]) == 3  # one pass of 3 steps
+    assert plain.metrics["selection"] == "source-loss+mmd"
+    assert not (tmp_path / "plain" / "best-epoch.pt").exists()
+    # deterministic
+    again = train(_config(src, tgt, tmp_path / "again", **kw, swa_start=3))
+    for key, val in load_checkpoint(again.checkpoint).state_dict.items():
+        assert torch.equal(val, ck.state_dict[key]), key
+    with pytest.raises(GalmergeError, match="--swa-start"):
+        train(_config(src, tgt, tmp_path / "bad", **kw, swa_start=5))
+
+
+def test_weight_average_is_the_parameter_mean() -> None:
+    from galmerge.training.models import DeepMerge
+    from galmerge.training.trainer import WeightAverage
+
+    torch.manual_seed(0)
+    a, b, out = DeepMerge(), DeepMerge(), DeepMerge()
+    avg = WeightAverage(a)
+    avg.add(a)
+    avg.add(b)
+    avg.apply(out)
+    for (name, pa), pb, po in zip(a.named_parameters(), b.parameters(), out.parameters(),
+                                  strict=True):
+        torch.testing.assert_close(po, (pa + pb) / 2, msg=name)
+    with pytest.raises(ValueError):
+        WeightAverage(a).apply(out)
+
+
 # --- transfer learning -------------------------------------------------------------------
 
 def test_transfer_learning_loads_weights_and_freezes_conv(pair: tuple[Path, Path],
@@ -271,6 +321,32 @@ def test_infinite_sampler_covers_every_item_each_pass() -> None:
     draws = np.concatenate([s.next() for _ in range(5)])  # 20 = two passes
     assert all(len(s.next()) == 4 for _ in range(3))
     assert sorted(draws[:10]) == list(range(10)) and sorted(draws[10:20]) == list(range(10))
+
+
+def test_class_fraction_sampler_fixes_the_merger_share_of_every_batch() -> None:
+    labels = np.r_[np.ones(50, int), np.zeros(50, int)]
+    s = ClassFractionSampler(labels, 16, 0.25, np.random.default_rng(0))
+    batches = [s.next() for _ in range(25)]
+    assert all(len(b) == 16 and labels[b].sum() == 4 for b in batches)
+    # each class is cycled through completely before repeating: 25 x 4 mergers = 2 passes
+    pos = np.concatenate([b[labels[b] == 1] for b in batches])
+    assert sorted(pos[:50]) == list(range(50)) and sorted(pos[50:]) == list(range(50))
+    # mergers are not all at the front of the batch
+    assert any(labels[b][0] == 0 for b in batches) and any(labels[b][0] == 1 for b in batches)
+    assert labels[ClassFractionSampler(labels, 4, 0.01, np.random.default_rng(0)).next()].sum() == 1
+    with pytest.raises(GalmergeError, match="both classes"):
+        ClassFractionSampler(np.ones(10, int), 4, 0.5, np.random.default_rng(0))
+
+
+def test_source_merger_fraction_is_validated_and_trains(pair: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    src, tgt = pair
+    with pytest.raises(GalmergeError, match="--source-merger-fraction"):
+        train(_config(src, tgt, tmp_path / "bad", source_merger_fraction=1.0))
+    res = train(_config(src, tgt, tmp_path / "r", method="mmd", epochs=1,
+                        source_merger_fraction=0.25))
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["source_merger_fraction"] == 0.25 and res.epochs_run == 1
 
 
 def test_augmentation_is_a_dihedral_transform() -> None:

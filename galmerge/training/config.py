@@ -77,6 +77,15 @@ class TrainConfig:
     selection: str = "auto"              # validation criterion, see trainer docs
     selection_mmd_weight: float = 1.0    # weight of the val MMD in 'source-loss+mmd'
     augment: bool = False                # random flips / 90-degree rotations (off: paper fidelity)
+    #: stochastic weight averaging (Izmailov et al. 2018): average the end-of-epoch weights of
+    #: epochs swa_start..epochs and recompute BatchNorm statistics; 0 = off (paper: off).
+    #: With averaging the run always trains all epochs and saves the average, so no epoch
+    #: has to be *selected* at all.
+    swa_start: int = 0
+    #: fraction of mergers in every source batch (None: as the data come, e.g. 50/50 from the
+    #: simulator). Set it near the target's expected merger fraction so that MMD/DANN do not
+    #: align source mergers with target non-mergers (class-prior shift; not in the paper).
+    source_merger_fraction: float | None = None
 
     # --- transfer learning (§6.2.1) ---
     init_from: str | None = None         # checkpoint whose weights start the run
@@ -128,6 +137,12 @@ class TrainConfig:
                                 "(DeepMerge has no dropout, §3)")
         if not 0 < self.lr_min_factor <= 1:
             raise GalmergeError("lr_min_factor must be in (0, 1]")
+        if self.source_merger_fraction is not None and not 0 < self.source_merger_fraction < 1:
+            raise GalmergeError(f"--source-merger-fraction must be between 0 and 1 (exclusive), "
+                                f"got {self.source_merger_fraction}")
+        if self.swa_start < 0 or self.swa_start > self.epochs:
+            raise GalmergeError(f"--swa-start must be between 0 (off) and --epochs "
+                                f"({self.epochs}), got {self.swa_start}")
         if self.freeze == "conv" and not self.init_from:
             raise GalmergeError("--freeze conv needs --init-from CKPT (frozen random layers "
                                 "would never learn)")

@@ -115,6 +115,35 @@ class InfiniteSampler:
         return np.concatenate(out)
 
 
+class ClassFractionSampler:
+    """Endless batches with a fixed fraction of class 1 (mergers), each class reshuffled per pass.
+
+    Used for the labelled source when the target's class balance differs from the
+    source's: aligning feature distributions (MMD, DANN) of a 50/50 source with a
+    mostly-non-merger survey would otherwise pull source mergers onto target
+    non-mergers (class-prior shift). Each batch holds ``round(fraction * batch_size)``
+    mergers (at least one of each class).
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, fraction: float,
+                 rng: np.random.Generator) -> None:
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"class fraction must be in (0, 1), got {fraction}")
+        pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+        if not pos.size or not neg.size:
+            raise GalmergeError("--source-merger-fraction needs labelled source images of both "
+                                "classes", hint="check the source labels")
+        n_pos = min(batch_size - 1, max(1, round(fraction * batch_size)))
+        self._pos = (pos, InfiniteSampler(pos.size, n_pos, rng))
+        self._neg = (neg, InfiniteSampler(neg.size, batch_size - n_pos, rng))
+        self.rng = rng
+
+    def next(self) -> np.ndarray:
+        """The next batch of positions (mergers and non-mergers shuffled together)."""
+        out = np.concatenate([idx[smp.next()] for idx, smp in (self._pos, self._neg)])
+        return self.rng.permutation(out)
+
+
 def augment_batch(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random dihedral transform of each image: a 90-degree rotation k=0..3 and an optional flip.
 

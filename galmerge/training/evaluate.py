@@ -48,7 +48,7 @@ def choose_domain(ck: Checkpoint, data: str | Path, ds: Dataset | None) -> tuple
 def evaluate_checkpoint(
     checkpoint: str | Path, data: str | Path, *, split: str = "test", domain: str | None = None,
     labels: str | Path | None = None, batch_size: int = 256, device: str = "auto",
-    threshold: float = 0.5, bootstrap: int = 0, seed: int = 0,
+    threshold: float = 0.5, bootstrap: int = 0, seed: int = 0, scores: bool = False,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on one split of a labelled dataset.
 
@@ -60,6 +60,8 @@ def evaluate_checkpoint(
             by :func:`choose_domain`.
         labels: explicit labels file for ``.npy`` arrays or image directories.
         bootstrap: number of bootstrap resamples for 95% intervals (0 = none).
+        scores: also return the per-image ``ids``, ``labels`` and ``p_merger``
+            (lists, in dataset order) — e.g. for paired comparisons of two models.
 
     Returns:
         JSON-ready dict: the six metrics, counts, confusion matrices, and what
@@ -123,6 +125,9 @@ def evaluate_checkpoint(
         for k in ("auc",):
             if not np.isfinite(res[k]):
                 res[k] = None
+        if scores:
+            res.update(ids=[str(i) for i in ds.ids[idx]], labels=part.labels.tolist(),
+                       p_merger=prob.astype(float).tolist())
         res.update(checkpoint=str(checkpoint), data=str(data), split=split, domain=domain,
                    domain_reason=reason, n_unlabelled_skipped=int(n_split - len(idx)),
                    arch=ck.arch, epoch=ck.epoch)

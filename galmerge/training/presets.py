@@ -98,6 +98,30 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
        "sim->real, MMD with transfer learning from a sim->sim model; all weights train",
        method="mmd", fisher=False, entropy=False, arch="deepmerge",
        lr=1e-2, weight_decay=1e-4, cycle_length=5, patience=20, lambda_tl=1.0),
+    # --- the shipped SDSS model (issue 6; scripts/train_sdss_model.py runs all four) -------
+    # Paper rows plus two galmerge choices fixed in advance, so that no epoch is selected:
+    # flips/90-degree rotations, and a fixed number of epochs whose last half is averaged
+    # (stochastic weight averaging). Target: real SDSS GZ1 JPEGs, central half (crop 0.5).
+    _p("sdss-stage1", "Table A2, DeepMerge, MMD; + augment, 20 epochs, SWA 11-20 (galmerge)",
+       "stage 1 of the shipped SDSS model: sim->sim (pristine -> noisy) with MMD",
+       method="mmd", fisher=False, entropy=False, arch="deepmerge",
+       lr=1e-3, weight_decay=1e-4, cycle_length=8, patience=20, lambda_tl=1.0,
+       augment=True, epochs=20, swa_start=11),
+    _p("sdss", "Table A3, TL+MMD; + augment, 30 epochs, SWA 16-30, target crop 0.5 (galmerge)",
+       "the shipped SDSS model: --init-from the sdss-stage1 run, sim-SDSS -> real SDSS with MMD",
+       method="mmd", fisher=False, entropy=False, arch="deepmerge",
+       lr=1e-2, weight_decay=1e-4, cycle_length=5, patience=20, lambda_tl=1.0,
+       augment=True, epochs=30, swa_start=16, target_crop=0.5),
+    _p("sdss-noda", "Table A3, noDA; + augment, 30 epochs, SWA 16-30, target crop 0.5 (galmerge)",
+       "baseline of the shipped SDSS model: no domain adaptation, no transfer learning",
+       method="none", fisher=False, entropy=False, arch="deepmerge",
+       lr=1e-3, weight_decay=1e-3, cycle_length=5, patience=20,
+       augment=True, epochs=30, swa_start=16, target_crop=0.5),
+    _p("sdss-mmd", "Table A3, MMD; + augment, 30 epochs, SWA 16-30, target crop 0.5 (galmerge)",
+       "baseline of the shipped SDSS model: MMD, no transfer learning",
+       method="mmd", fisher=False, entropy=False, arch="deepmerge",
+       lr=1e-3, weight_decay=1e-3, cycle_length=5, patience=20, lambda_tl=1.0,
+       augment=True, epochs=30, swa_start=16, target_crop=0.5),
 )}
 
 
@@ -149,8 +173,10 @@ def build_config(overrides: dict[str, Any], preset: str | None = None) -> TrainC
     unknown = set(given) - fields_ - data_keys
     if unknown:
         raise GalmergeError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    values: dict[str, Any] = dict(chosen.values)
+    values: dict[str, Any] = {k: v for k, v in chosen.values.items() if k not in data_keys}
     values.update({k: v for k, v in given.items() if k not in data_keys})
+    # a preset may set the crop of its data (the SDSS presets crop the real target)
+    given = {**{k: v for k, v in chosen.values.items() if k in data_keys}, **given}
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
     cfg = TrainConfig(**values)

@@ -32,9 +32,17 @@ How a run works (``train(config)``):
 
    Target-validation accuracy/AUC are logged (``monitor_*`` columns) when the
    target has labels, for inspection only.
-5. At the end the best weights are scored on the test splits: ``metrics.json``.
+   With ``swa_start > 0`` (stochastic weight averaging, Izmailov et al. 2018)
+   no epoch is selected: the end-of-epoch weights of epochs ``swa_start`` ..
+   ``epochs`` are averaged, BatchNorm statistics are recomputed for the
+   average on one pass of training batches (both domains concatenated, as in
+   training), every epoch is run (no early stopping), and the average is the
+   delivered model. The criterion-best single epoch is still written, to
+   ``best-epoch.pt``, for comparison.
+5. At the end the delivered weights are scored on the test splits: ``metrics.json``.
 
-Outputs in ``out``: ``best.pt``, ``config.json``, ``history.csv``, ``metrics.json``.
+Outputs in ``out``: ``best.pt``, ``config.json``, ``history.csv``, ``metrics.json``
+(and ``best-epoch.pt`` with weight averaging).
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ from galmerge.errors import GalmergeError
 from galmerge.training.checkpoint import load_checkpoint, save_checkpoint
 from galmerge.training.config import DataConfig, TrainConfig
 from galmerge.training.data import (
+    ClassFractionSampler,
     DomainSplit,
     InfiniteSampler,
     augment_batch,
@@ -91,7 +100,7 @@ HISTORY_COLUMNS = (
     "train_source_acc", "train_domain_acc",
     "val_source_loss", "val_source_acc", "val_source_auc", "val_domain_mmd",
     "val_target_entropy", "val_criterion", "is_best",
-    "monitor_target_val_acc", "monitor_target_val_auc", "seconds",
+    "monitor_target_val_acc", "monitor_target_val_auc", "seconds", "in_average",
 )
 
 
@@ -368,7 +377,11 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
                            weight_decay=config.weight_decay)
 
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(3)]
-    s_sampler = InfiniteSampler(len(s_train), config.batch_size, rngs[0])
+    s_sampler: InfiniteSampler | ClassFractionSampler = (
+        InfiniteSampler(len(s_train), config.batch_size, rngs[0])
+        if config.source_merger_fraction is None else
+        ClassFractionSampler(s_train.labels, config.batch_size, config.source_merger_fraction,
+                             rngs[0]))
     t_sampler = InfiniteSampler(len(t_train), config.batch_size, rngs[1])
     aug_rng = rngs[2]
     steps_per_epoch = math.ceil(max(len(s_train), len(t_train)) / config.batch_size)
@@ -387,7 +400,10 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
     since_best = 0
     step = 0
     t_start = time.perf_counter()
-    ckpt_path = out / "best.pt"
+    final_path = out / "best.pt"
+    # with weight averaging best.pt is the average; the criterion-best epoch goes beside it
+    ckpt_path = out / "best-epoch.pt" if config.swa_start else final_path
+    swa = WeightAverage(model) if config.swa_start else None
     with _Progress(progress) as bar:
         for epoch in range(1, config.epochs + 1):
             t0 = time.perf_counter()
@@ -462,6 +478,9 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
             crit = row["val_criterion"]
             improved = math.isfinite(crit) and crit < best
             row["is_best"] = int(improved)
+            row["in_average"] = int(swa is not None and epoch >= config.swa_start)
+            if swa is not None and epoch >= config.swa_start:
+                swa.add(model)
             row["seconds"] = round(time.perf_counter() - t0, 3)
             history.append(row)
             _write_history(out / "history.csv", history)
@@ -475,7 +494,7 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
             else:
                 since_best += 1
             say(_epoch_line(row, config.epochs))
-            if since_best >= config.patience:
+            if swa is None and since_best >= config.patience:
                 say(f"early stopping: no improvement of {selection} for {config.patience} "
                     f"epochs; best epoch {best_epoch}")
                 break
@@ -484,24 +503,113 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
         raise GalmergeError("no epoch produced a finite validation criterion; nothing saved",
                             hint="check the data for constant or extreme images")
 
-    # 5. test metrics with the best weights
+    # 5. test metrics with the delivered weights (criterion-best epoch, or the average)
     ck = load_checkpoint(ckpt_path)
     model.load_state_dict(ck.state_dict)
+    extra_state = ck.extra_state
+    val_keys = ("val_source_loss", "val_source_acc", "val_source_auc", "val_domain_mmd")
+    val = {k: history[best_epoch - 1][k] for k in val_keys}
+    delivered_epoch = best_epoch
+    averaged: dict[str, Any] = {}
+    if swa is not None:
+        swa.apply(model)
+        bn_rngs = [np.random.default_rng(s)
+                   for s in np.random.SeedSequence([config.seed, 1]).spawn(3)]
+        recompute_batchnorm(
+            model, s_train, t_train, device, batch_size=config.batch_size,
+            steps=steps_per_epoch, rngs=bn_rngs, augment=config.augment, frozen=frozen)
+        vrow = _validate(model, s_val, t_val, gap, device, config, selection, target_labelled)
+        val = {k: vrow[k] for k in val_keys}
+        delivered_epoch = len(history)
+        averaged = {"swa_epochs": [config.swa_start, len(history)], "swa_models": swa.count,
+                    "best_single_epoch": best_epoch, "best_single_epoch_criterion": best}
+        selection = f"swa (average of epochs {config.swa_start}-{len(history)})"
+        say(f"weight average of {swa.count} epochs ({config.swa_start}-{len(history)}): "
+            f"val loss {vrow['val_source_loss']:.4f}, acc {vrow['val_source_acc']:.3f}, "
+            f"mmd {vrow['val_domain_mmd']:.4f}")
     metrics = _final_metrics(model, src, tgt, norms, device, config, mem)
-    metrics.update(best_epoch=best_epoch, epochs_run=len(history), selection=selection,
-                   val_criterion=best, train_seconds=round(train_seconds, 2),
+    metrics.update(best_epoch=delivered_epoch, epochs_run=len(history), selection=selection,
+                   val_criterion=best if swa is None else None,
+                   train_seconds=round(train_seconds, 2),
                    device=str(device), trainable_parameters=count_trainable_parameters(model),
-                   config_hash=ck.config_hash(), val=_nan_to_none(
-                       {k: history[best_epoch - 1][k] for k in
-                        ("val_source_loss", "val_source_acc", "val_source_auc",
-                         "val_domain_mmd")}))
+                   config_hash=ck.config_hash(), val=_nan_to_none(val), **averaged)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True,
                                                  default=_json_default) + "\n")
-    save_checkpoint(ckpt_path, model, arch=config.arch, arch_kwargs=arch_kwargs,
+    save_checkpoint(final_path, model, arch=config.arch, arch_kwargs=arch_kwargs,
                     config=config.to_dict(), normalisation=norms, conventions=conventions,
-                    epoch=best_epoch, metrics=metrics, extra_state=ck.extra_state)
-    return TrainResult(out=out, checkpoint=ckpt_path, best_epoch=best_epoch,
+                    epoch=delivered_epoch, metrics=metrics, extra_state=extra_state)
+    return TrainResult(out=out, checkpoint=final_path, best_epoch=delivered_epoch,
                        epochs_run=len(history), metrics=metrics, history=history)
+
+
+class WeightAverage:
+    """Running equal-weight average of a model's parameters (SWA, Izmailov et al. 2018).
+
+    Only parameters are averaged; BatchNorm running statistics of the average
+    must be recomputed (:func:`recompute_batchnorm`), since averaged weights
+    change every layer's activations.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.count = 0
+        self._sum = {n: torch.zeros_like(p, dtype=torch.float64)
+                     for n, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def add(self, model: nn.Module) -> None:
+        """Add the model's current parameters to the average."""
+        for n, p in model.named_parameters():
+            self._sum[n] += p.detach().double()
+        self.count += 1
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        """Overwrite the model's parameters with the average."""
+        if not self.count:
+            raise ValueError("no weights were added to the average")
+        for n, p in model.named_parameters():
+            p.copy_((self._sum[n] / self.count).to(p.dtype))
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: FeatureClassifier, s_train: DomainSplit, t_train: DomainSplit,
+                        device: torch.device, *, batch_size: int, steps: int,
+                        rngs: list[np.random.Generator], augment: bool = False,
+                        frozen: list[nn.Module] | None = None) -> None:
+    """Recompute BatchNorm running statistics as a plain mean over ``steps`` training batches.
+
+    Batches are drawn and concatenated (source then target) exactly as in
+    training, so the statistics describe the mixture the network was trained
+    on. Frozen modules (``--freeze conv``) keep their statistics.
+    """
+    frozen_bn = {id(m) for f in (frozen or []) for m in f.modules()}
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and id(m) not in frozen_bn]
+    if not bns:
+        return
+    momenta = {}
+    for bn in bns:
+        assert bn.running_mean is not None and bn.running_var is not None
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0)
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.zero_()
+        momenta[bn] = bn.momentum
+        bn.momentum = None  # cumulative moving average = plain mean over the batches
+    was_training = model.training
+    model.train()
+    for f in frozen or []:
+        f.eval()
+    s_sampler = InfiniteSampler(len(s_train), batch_size, rngs[0])
+    t_sampler = InfiniteSampler(len(t_train), batch_size, rngs[1])
+    for _ in range(max(1, steps)):
+        xs, xt = s_train.images(s_sampler.next()), t_train.images(t_sampler.next())
+        if augment:
+            xs, xt = augment_batch(xs, rngs[2]), augment_batch(xt, rngs[2])
+        model.features(torch.from_numpy(np.concatenate([xs, xt])).to(device))
+    for bn, mom in momenta.items():
+        bn.momentum = mom
+    model.train(was_training)
 
 
 def _validate(model: FeatureClassifier, s_val: DomainSplit, t_val: DomainSplit, gap: MMDLoss,
