@@ -580,7 +580,8 @@ Run time: {total / 60:.1f} min in all ({shipped / 60:.1f} min for the shipped mo
 simulation, stage 1, stage 2, evaluation, export, report; the two baselines add
 {(total - shipped) / 60:.1f} min). Steps: {trow}.
 Model card with the recipe, limitations and every dev evaluation looked at while developing
-it: `models/deepmerge-sdss.md`.
+it: `models/deepmerge-sdss.md`; the recipe retrained with other seeds (TL + MMD vs noDA over
+three training seeds): `docs/sdss-model-selection.md`.
 """
 
 
