@@ -287,7 +287,7 @@ def _real_inputs(conv: ModelConvention, files: list[Path] | None) -> tuple[np.nd
     for f in files:
         raw = read_image(f)
         try:
-            px = to_convention(raw.pixels, raw.kind, raw.bands, conv, where=str(f))
+            px = to_convention(raw.pixels, raw.kind, raw.bands, conv, where=f.name)
         except GalmergeError as exc:
             return None, f"real-image parity skipped: {exc.message}"
         if px.shape[0] != len(conv.bands):
