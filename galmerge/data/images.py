@@ -86,8 +86,13 @@ def read_image(path: str | Path, *, jpeg_kind: str = SDSS_COLOUR_JPEG) -> RawIma
     )
 
 
-def decode_rgb8_bytes(data: bytes, *, source: str, kind: str = SDSS_COLOUR_JPEG) -> RawImage:
-    """Decode JPEG/PNG bytes (e.g. from a cutout service) to a RawImage."""
+def decode_rgb8_bytes(data: bytes, *, source: str, kind: str = SDSS_COLOUR_JPEG,
+                      transparent_is_nodata: bool = False) -> RawImage:
+    """Decode JPEG/PNG bytes (e.g. from a cutout service) to a RawImage.
+
+    With ``transparent_is_nodata`` fully transparent pixels (HiPS PNGs mark "no
+    data" that way) become zero in every band.
+    """
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -95,7 +100,11 @@ def decode_rgb8_bytes(data: bytes, *, source: str, kind: str = SDSS_COLOUR_JPEG)
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
+            if transparent_is_nodata:
+                rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+                rgb = rgba[..., :3] * (rgba[..., 3:] > 0)
+            else:
+                rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise GalmergeError(f"{source}: not a readable JPEG/PNG image ({exc})") from None
     bands = SDSS_RGB_BANDS if kind == SDSS_COLOUR_JPEG else ()

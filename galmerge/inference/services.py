@@ -34,8 +34,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
-
 from galmerge.conventions import (
     DISPLAY_RGB8,
     FLUX_LINEAR,
@@ -622,25 +620,9 @@ class HipsCutoutSource(ServiceCutoutSource):
             raw = decode_fits_bytes(body, source=where)
             return RawImage(raw.pixels, self.pixel_kind, raw.bands, where)
         if self.fmt == "png":
-            return _decode_png_alpha(body, where, self.pixel_kind)
+            return decode_rgb8_bytes(body, source=where, kind=self.pixel_kind,
+                                     transparent_is_nodata=True)
         return decode_rgb8_bytes(body, source=where, kind=self.pixel_kind)
-
-
-def _decode_png_alpha(body: bytes, where: str, kind: str) -> RawImage:
-    """RGB from a PNG, with fully transparent pixels (no HiPS data) set to zero."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(body)) as im:
-            im.load()
-            rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise GalmergeError(f"{where}: not a readable PNG image ({exc})") from None
-    rgb = rgba[..., :3] * (rgba[..., 3:] > 0)
-    bands = ("i", "r", "g") if kind == SDSS_COLOUR_JPEG else ()
-    return RawImage(np.ascontiguousarray(np.moveaxis(rgb, -1, 0)), kind, bands, where)
 
 
 #: ``--fetch`` names.
