@@ -16,18 +16,12 @@ from galmerge.conventions import SDSS_COLOUR_JPEG
 from galmerge.data.dataset import open_dataset
 from galmerge.inference.engine import OnnxClassifier
 from galmerge.inference.pipeline import classify_catalog, resolve_model
+from galmerge.training.metrics import roc_auc
 from tests.conftest import ROOT
 
 MODELS = ROOT / "models"
 SDSS = MODELS / "deepmerge-sdss.onnx"
 SIMSIM = MODELS / "deepmerge-simsim.onnx"
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Probability that a random merger outscores a random non-merger (ties count half)."""
-    pos, neg = p[y == 1], p[y == 0]
-    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
-                 / (pos.size * neg.size))
 
 
 def test_sdss_model_is_the_default_and_carries_what_classify_needs() -> None:
@@ -60,7 +54,7 @@ def test_sdss_model_ranks_the_bundled_galaxy_zoo_mergers_above_non_mergers(
     assert len(ok) == 23  # the SDSS error tile is `blank`
     y, p = ok["gz1_merger"].to_numpy(), ok["p_merger"].to_numpy()
     # 12 GZ1 mergers vs 11 non-mergers: a trained model ranks most mergers higher
-    assert _auc(y, p) > 0.7
+    assert roc_auc(y, p) > 0.7
     assert p.std() > 0.05  # not a constant
 
 
@@ -76,4 +70,4 @@ def test_simsim_model_separates_simulated_noisy_mergers(tmp_path: Path) -> None:
         ds.close()
     clf = OnnxClassifier(SIMSIM, device="cpu")
     assert not clf.placeholder and clf.convention.pixel_convention == "flux-linear"
-    assert _auc(y, clf.predict(x.astype(np.float32))) > 0.8
+    assert roc_auc(y, clf.predict(x.astype(np.float32))) > 0.8
