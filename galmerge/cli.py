@@ -90,6 +90,13 @@ def simulate(
     backgrounds: Annotated[Path | None, typer.Option(
         "--backgrounds", help="--survey sdss only: a directory of real 423-px SDSS GZ1 JPEGs "
         "(e.g. the unlabelled target pool) whose sky replaces the synthetic sky.")] = None,
+    hosts: Annotated[Path | None, typer.Option(
+        "--hosts", help="--survey sdss only: a directory of real 423-px SDSS GZ1 JPEGs used as "
+        "host galaxies (the simulated companion, debris or projection is painted onto them); "
+        "never labelled evaluation images.")] = None,
+    host_fraction: Annotated[float | None, typer.Option(
+        "--host-fraction", help="With --hosts: fraction of the images on real hosts "
+        "[default: 0.5].")] = None,
 ) -> None:
     """Simulate labelled galaxy images (balanced mergers / non-mergers, 3x75x75).
 
@@ -102,7 +109,8 @@ def simulate(
     from galmerge.data.simulator import simulate as run_simulation
 
     t0 = time.perf_counter()
-    result = run_simulation(out, n=n, seed=seed, survey=survey, backgrounds=backgrounds)
+    result = run_simulation(out, n=n, seed=seed, survey=survey, backgrounds=backgrounds,
+                            hosts=hosts, host_fraction=host_fraction)
     took = time.perf_counter() - t0
     for path in result.paths:
         typer.echo(f"wrote {path}")
@@ -266,6 +274,55 @@ def evaluate(
     if "ci95" in res:
         typer.echo("  95% bootstrap intervals (stratified): " + ", ".join(
             f"{k} [{lo:.3f}, {hi:.3f}]" for k, (lo, hi) in res["ci95"].items()))
+
+
+@app.command("survey-check")
+@user_errors
+def survey_check(
+    model: Annotated[list[str], typer.Option(
+        "--model", help="An ONNX model to judge: PATH, or NAME=PATH[,PATH...] for several "
+        "training seeds of one recipe (averaged). Repeat for a paired comparison.")],
+    dev: Annotated[Path, typer.Option("--dev", help="Directory of labelled cutouts.")],
+    labels: Annotated[Path, typer.Option(
+        "--labels", help="CSV with an id column and a 0/1 merger label (-1 = leave out).")],
+    background: Annotated[Path, typer.Option(
+        "--background", help="Directory of unlabelled survey cutouts counted as non-mergers "
+        "(never images any of the models trained on).")],
+    merger_fraction: Annotated[float, typer.Option(
+        "--merger-fraction", help="Survey merger fraction the non-mergers are weighted to.")
+    ] = 0.01,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", help="Stratified bootstrap resamples for the intervals.")] = 2000,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", help="Labelled id to leave out (repeatable).")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Also write the full result as JSON here.")] = None,
+) -> None:
+    """Rank labelled galaxies among survey galaxies: purity at a survey's merger fraction.
+
+    Reports ROC AUC, top-k purity (k = labelled mergers) and precision at recall 0.5 with the
+    non-mergers weighted so that mergers make --merger-fraction of the sample, the fraction
+    of the background flagged by is_merger and the labelled recall at each model's threshold,
+    with stratified bootstrap intervals and paired differences (docs/survey-check.md).
+    """
+    import json
+
+    from galmerge.survey_check import SurveyCheckOptions, format_survey_table, run_survey_check
+
+    models: dict[str, list[Path]] = {}
+    for spec in model:
+        name, _, paths = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        files = [Path(x) for x in paths.split(",") if x]
+        models[name or files[0].stem] = files
+    opts = SurveyCheckOptions(dev=dev, labels=labels, background=background,
+                              merger_fraction=merger_fraction, bootstrap=bootstrap,
+                              exclude=tuple(exclude or ()))
+    res = run_survey_check(models, opts)
+    names = list(models)
+    typer.echo(format_survey_table(res, [(a, b) for a in names[:1] for b in names[1:]]))
+    if output is not None:
+        output.write_text(json.dumps(res, indent=2) + "\n")
+        typer.echo(f"wrote {output}")
 
 
 @app.command()

@@ -41,6 +41,7 @@ class SimulationResult:
 def simulate(
     out_dir: str | Path, n: int = 6000, seed: int = 1, survey: str = "hst",
     *, config: object | None = None, backgrounds: str | Path | None = None,
+    hosts: str | Path | None = None, host_fraction: float | None = None,
 ) -> SimulationResult:
     """Simulate labelled galaxy images and write them as galmerge dataset files.
 
@@ -55,6 +56,10 @@ def simulate(
             override the defaults.
         backgrounds: ``"sdss"`` only: a directory of real 423-px GZ1 SDSS JPEGs
             (e.g. the unlabelled target pool) whose sky replaces the synthetic sky.
+        hosts: ``"sdss"`` only: a directory of real 423-px GZ1 SDSS JPEGs used as host
+            galaxies (:mod:`galmerge.data.simulator.hosts`) for ``host_fraction`` of the
+            images (default 0.5). Never point it at labelled evaluation images or at the
+            held-out part of the pool (:mod:`galmerge.data.holdout`).
 
     Returns:
         The written paths.
@@ -66,8 +71,10 @@ def simulate(
         raise GalmergeError(f"--n must be an integer of at least 2, got {n!r}")
     if survey not in SURVEYS:
         raise GalmergeError(f"unknown survey {survey!r}", hint=f"use one of {', '.join(SURVEYS)}")
-    if backgrounds is not None and survey != "sdss":
-        raise GalmergeError("--backgrounds applies to --survey sdss only")
+    if (backgrounds is not None or hosts is not None) and survey != "sdss":
+        raise GalmergeError("--backgrounds and --hosts apply to --survey sdss only")
+    if host_fraction is not None and not 0.0 <= host_fraction <= 1.0:
+        raise GalmergeError(f"--host-fraction must be between 0 and 1, got {host_fraction}")
     out = _writable_dir(Path(out_dir))
     if survey == "hst":
         from galmerge.data.simulator.hst import HSTConfig, simulate_hst
@@ -87,6 +94,10 @@ def simulate(
             raise GalmergeError("survey 'sdss' needs an SDSSConfig")
         if backgrounds is not None:
             cfg_s = replace(cfg_s, backgrounds=str(backgrounds))
+        if hosts is not None:
+            cfg_s = replace(cfg_s, hosts=str(hosts))
+        if host_fraction is not None:
+            cfg_s = replace(cfg_s, host_fraction=float(host_fraction))
         paths = simulate_sdss(out, int(n), int(seed), cfg_s)
     return SimulationResult(survey, paths, int(n), int(seed))
 

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from galmerge.conventions import SDSS_COLOUR_JPEG, SDSS_RGB_BANDS, ModelConvention
-from galmerge.data.simulator import debris, profiles
+from galmerge.data.simulator import debris, hosts, profiles
 from galmerge.data.simulator.sampling import (
     balanced_labels,
     choice_index,
@@ -142,6 +142,12 @@ class SDSSConfig:
     backgrounds: str | None = None
     background_field_factor: float = 0.5
     background_max_blocks: int = 2400
+    # Real hosts: a directory of real GZ1 JPEGs (the training part of the unlabelled pool);
+    # this fraction of the images paints the simulated *other* galaxy (merger partner with
+    # debris, chance projection, or none) onto a real host (galmerge.data.simulator.hosts).
+    hosts: str | None = None
+    host_fraction: float = 0.5
+    host_aperture_r90: float = 1.5  # aperture (in R90) that measures a host's flux
     chunk: int = 128
 
     def to_dict(self) -> dict[str, Any]:
@@ -693,12 +699,62 @@ def images_on_backgrounds(
     resampled to the JPEG grid and added, and the sum is stretched, quantised,
     JPEG-compressed and resized like the real cutouts.
     """
+    return composite(flux_gri, sky_mosaics(bank, len(flux_gri), cfg.crop_px, rng), cfg, grid)
+
+
+def composite(flux_gri: np.ndarray, base_rgb: np.ndarray, cfg: SDSSConfig, grid: _Grid,
+              scale: np.ndarray | None = None) -> np.ndarray:
+    """Render-grid g, r, i flux added to real JPEG pixels, then made model pixels.
+
+    ``base_rgb`` (k, 3, c, c) R, G, B values of real JPEG crops (sky or a host galaxy) are
+    mapped back to flux with :func:`unstretch`; the scene is resampled to the JPEG grid,
+    multiplied by ``scale`` (k,) if given, added, and the sum is stretched, quantised,
+    JPEG-compressed and resized like the real cutouts.
+    """
     crop = cfg.crop_px
     up = np.einsum("ij,kcjl,ml->kcim", grid.up, flux_gri, grid.up, optimize=True)
     scene = _scaled_rgb_flux(up[:, :, :crop, :crop], cfg)
-    sky = unstretch(sky_mosaics(bank, len(flux_gri), crop, rng), cfg)
-    rgb = _stretch(scene + sky, cfg)
+    if scale is not None:
+        scene = scene * scale.astype(np.float32)[:, None, None, None]
+    rgb = _stretch(scene + unstretch(base_rgb, cfg), cfg)
     return jpeg_to_model_pixels(np.clip(np.floor(rgb), 0, 255).astype(np.uint8), cfg)
+
+
+#: Catalogue columns of the second galaxy and the debris (scaled to a real host's flux).
+_COMPANION_FLUX = ("b_flux2", "d_flux2", "arm_flux2", "debris_flux")
+
+
+def as_host_scenes(cat: dict[str, np.ndarray], sel: np.ndarray) -> None:
+    """Turn the scenes ``sel`` (index array) into "everything but the central galaxy", in
+    place: the real host replaces galaxy 1 at the frame centre, so its light, the blend
+    re-centring and the synthetic field (the real cutout has its own) are removed."""
+    for key in ("b_flux1", "d_flux1", "arm_flux1"):
+        cat[key][sel] = 0.0
+    cat["field_flux"][sel] = 0.0
+    cat["blend"][sel] = 0
+    cat["frame_r90"][sel] = cat["r90"][sel]
+    cat["x1"][sel] = 0.0
+    cat["y1"][sel] = 0.0
+    cat["x2"][sel] = cat["sep"][sel] * np.cos(cat["pair_pa"][sel])
+    cat["y2"][sel] = cat["sep"][sel] * np.sin(cat["pair_pa"][sel])
+
+
+def host_flux_scale(host_rgb: np.ndarray, cat: dict[str, np.ndarray], sl: slice,
+                    cfg: SDSSConfig) -> np.ndarray:
+    """(k,) factor that puts the simulated companion on the real host's flux scale.
+
+    The catalogue draws the companion relative to a central galaxy of flux
+    ``10^(-0.4 (mag - 22.5))``; the real host's r-band flux (sky-subtracted, inside
+    ``host_aperture_r90`` R90 of the centre, in the stretch's units per native pixel summed
+    over JPEG pixels) is converted with the frame's pixel area and divided by it, so mass
+    ratios hold against the real host. Clipped to 0.1-10 (bright stars in the aperture).
+    """
+    base = unstretch(host_rgb, cfg)[:, 1:2]  # G = r band (band scale 1.0)
+    radius = cfg.host_aperture_r90 / cfg.gz_scale_per_r90
+    s_host = np.maximum(hosts.aperture_flux(base, radius)[:, 0], 0.0)
+    jpeg_px_arcsec = cfg.gz_scale_per_r90 * cat["frame_r90"][sl]
+    f_host = s_host * (jpeg_px_arcsec / cfg.native_pixel_arcsec) ** 2
+    return np.clip(f_host / _mags_to_flux(cat["mag"][sl]), 0.1, 10.0)
 
 
 def convention(cfg: SDSSConfig) -> ModelConvention:
@@ -716,7 +772,14 @@ def convention(cfg: SDSSConfig) -> ModelConvention:
 
 
 def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Path]:
-    """Write ``source.h5``: SDSS-like labelled images in the ``sdss-colour-jpeg`` convention."""
+    """Write ``source.h5``: SDSS-like labelled images in the ``sdss-colour-jpeg`` convention.
+
+    With ``cfg.hosts`` the last ``round(n * cfg.host_fraction)`` scenes are painted onto
+    real host galaxies (:func:`as_host_scenes`, :func:`composite`); the dataset's random
+    train/val/test split mixes both kinds. ``extra/host`` marks them (1) and
+    ``extra/host_index`` names the host (index into ``provenance["hosts"]["ids"]``, -1 for
+    purely simulated scenes).
+    """
     from galmerge.data.dataset import DatasetWriter
     from galmerge.data.simulator import truth_columns
 
@@ -728,10 +791,51 @@ def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Pa
                       * cfg.background_field_factor,
                       field_stars_per_arcmin2=cfg.field_stars_per_arcmin2
                       * cfg.background_field_factor)
+    host_bank = hosts.load_hosts(cfg.hosts, cfg.frame_px, cfg.crop_px) if cfg.hosts else None
+    n_host = round(n * cfg.host_fraction) if host_bank is not None else 0
     cat = draw_catalogue(n, r_cat, cfg)
+    as_host_scenes(cat, np.arange(n - n_host, n))
+    host_index = np.full(n, -1, dtype=np.int32)
     grid = _Grid(cfg)
     ids = [f"sdss-s{seed}-{i:06d}" for i in range(n)]
-    prov = {
+    prov = _provenance(cfg, seed, n, bank, host_bank, n_host)
+    path = out_dir / "source.h5"
+    with DatasetWriter(path, n, convention(cfg), labels=cat["label"], ids=ids,
+                       split_seed=seed, provenance=prov) as w:
+        for sl in _chunks(n, n - n_host, cfg.chunk):
+            on_host = sl.start >= n - n_host
+            flux = render_flux(cat, sl, cfg, r_render, grid,
+                               sky=bank is None and not on_host)
+            if on_host:
+                assert host_bank is not None
+                base, host_index[sl] = hosts.pick_hosts(host_bank, sl.stop - sl.start, r_render)
+                scale = host_flux_scale(base, cat, sl, cfg)
+                w.write(sl.start, composite(flux, base, cfg, grid, scale))
+            elif bank is None:
+                w.write(sl.start, images_from_flux(flux, cat["frame_r90"][sl], cfg, grid))
+            else:
+                w.write(sl.start, images_on_backgrounds(flux, bank, cfg, grid, r_render))
+        truth = truth_columns(cat, kind=cat["kind"], projection=cat["projection"],
+                              r90=cat["r90"], frame_r90=cat["frame_r90"], blend=cat["blend"],
+                              mag=cat["mag"], seeing=cat["seeing"],
+                              host=(host_index >= 0).astype(np.int8), host_index=host_index)
+        for name, col in truth.items():
+            w.write_extra(name, col)
+    return (path,)
+
+
+def _chunks(n: int, boundary: int, size: int) -> list[slice]:
+    """Slices of at most ``size`` over ``range(n)`` that never straddle ``boundary``."""
+    out = []
+    for lo, hi in ((0, boundary), (boundary, n)):
+        out += [slice(s, min(s + size, hi)) for s in range(lo, hi, size)]
+    return out
+
+
+def _provenance(cfg: SDSSConfig, seed: int, n: int, bank: BackgroundBank | None,
+                host_bank: hosts.HostBank | None, n_host: int) -> dict[str, Any]:
+    """What the simulated file records about how it was made."""
+    return {
         "simulator": "galmerge.data.simulator.sdss", "survey": "sdss", "seed": seed, "n": n,
         "domain": "source", "config": cfg.to_dict(), "stages": list(STAGES),
         "kinds": list(KINDS),
@@ -744,20 +848,9 @@ def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Pa
         "sky": "synthetic" if bank is None else {
             "backgrounds": str(cfg.backgrounds), "files": bank.files,
             "blocks": len(bank.blocks), "sha256": bank.digest},
+        "hosts": None if host_bank is None else {
+            "directory": str(cfg.hosts), "files": len(host_bank.ids), "ids": host_bank.ids,
+            "sha256": host_bank.digest, "scenes": n_host,
+            "method": "real GZ1 host crop -> flux (inverse Lupton stretch) + simulated "
+                      "companion/debris/projection -> stretch -> JPEG -> resize, every class"},
     }
-    path = out_dir / "source.h5"
-    with DatasetWriter(path, n, convention(cfg), labels=cat["label"], ids=ids,
-                       split_seed=seed, provenance=prov) as w:
-        for start in range(0, n, cfg.chunk):
-            sl = slice(start, min(start + cfg.chunk, n))
-            flux = render_flux(cat, sl, cfg, r_render, grid, sky=bank is None)
-            if bank is None:
-                w.write(start, images_from_flux(flux, cat["frame_r90"][sl], cfg, grid))
-            else:
-                w.write(start, images_on_backgrounds(flux, bank, cfg, grid, r_render))
-        truth = truth_columns(cat, kind=cat["kind"], projection=cat["projection"],
-                              r90=cat["r90"], frame_r90=cat["frame_r90"], blend=cat["blend"],
-                              mag=cat["mag"], seeing=cat["seeing"])
-        for name, col in truth.items():
-            w.write_extra(name, col)
-    return (path,)
