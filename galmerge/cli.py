@@ -186,6 +186,9 @@ def train(
     swa_start: Annotated[int | None, typer.Option(
         "--swa-start", help="Average the weights of epochs SWA_START..EPOCHS (stochastic weight "
         "averaging) and deliver the average instead of selecting an epoch; 0 = off.")] = None,
+    align_classes: Annotated[str | None, typer.Option(
+        "--align-classes", help="Source images the transfer loss aligns with the target: all "
+        "(paper) or non-mergers (class-aware, for a merger-poor survey target).")] = None,
     source_merger_fraction: Annotated[float | None, typer.Option(
         "--source-merger-fraction", help="Fraction of mergers in every source batch (default: "
         "as the data come); set it near the target's expected merger fraction.")] = None,
@@ -216,6 +219,7 @@ def train(
         lambda_b=lambda_b, lambda_em=lambda_em, fisher_kind=fisher_kind, mmd_kernels=mmd_kernels,
         grl_schedule=grl_schedule, dc_lr_mult=dc_lr_mult, dropout=dropout, selection=selection,
         augment=augment, swa_start=swa_start, source_merger_fraction=source_merger_fraction,
+        align_classes=align_classes,
         source_labels=source_labels,
         target_labels=target_labels,
         source_crop=source_crop, target_crop=target_crop, seed=seed, device=device,

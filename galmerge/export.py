@@ -108,6 +108,7 @@ def export_onnx(
     parity_images: list[Path] | None = None,
     created: str | None = None,
     seed: int = 0,
+    metadata: dict[str, str] | None = None,
 ) -> ExportResult:
     """Export a checkpoint to ONNX, verify it, and write it with a model card.
 
@@ -125,6 +126,9 @@ def export_onnx(
             bundled SDSS example when present and convertible).
         created: creation date (ISO 8601) to record; default now (UTC).
         seed: seed of the random parity inputs.
+        metadata: further ``metadata_props`` to record (keys without the ``galmerge.``
+            prefix), e.g. ``decision_threshold`` and ``decision_rule``, the model's
+            ``is_merger`` cut on its score and how it was chosen.
 
     Returns:
         :class:`ExportResult` with the paths, sha256, metadata and parity numbers.
@@ -178,6 +182,7 @@ def export_onnx(
         METADATA_PREFIX + "checkpoint_sha256": _sha256(Path(ck.path)) if Path(ck.path).is_file()
         else "",
         **conv.to_metadata(),
+        **{METADATA_PREFIX + k: str(v) for k, v in (metadata or {}).items()},
     }
 
     # Parity before anything touches the disk.

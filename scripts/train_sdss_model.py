@@ -68,8 +68,17 @@ TYPICAL_PETRO_R90_ARCSEC = 7.5
 #: model card quotes it under "How the recipe was chosen".
 SELECTION_LOG = ROOT / "docs" / "sdss-model-selection.md"
 RUNS = ("noda", "mmd", "sdss")
-LABELS = {"noda": "noDA", "mmd": "MMD", "sdss": "TL + MMD (shipped)"}
+LABELS = {"noda": "noDA", "mmd": "MMD", "sdss": "real hosts + TL + MMD (shipped)"}
 PRESETS = {"noda": "sdss-noda", "mmd": "sdss-mmd", "sdss": "sdss"}
+#: The shipped recipe's source: the SDSS-like simulation with this fraction of its scenes
+#: painted onto real hosts from the training part of the pool (galmerge.data.simulator.hosts).
+HOST_FRACTION = 0.5
+#: The default `is_merger` threshold is label-free: the score above which this fraction of
+#: the *training* part of the unlabelled pool lies -- the upper end of the 1-3 % merger
+#: fraction of Galaxy Zoo 1 (Darg et al. 2010, MNRAS 401, 1043).
+FLAG_FRACTION = 0.03
+#: Survey-like check (galmerge.training.survey): the merger fraction it weights to.
+SURVEY_MERGER_FRACTION = 0.01
 
 
 @dataclass
@@ -118,19 +127,34 @@ def write_dev_labels(labels_csv: Path, out: Path, *, label_column: str,
     return counts
 
 
-def simulate_data(work: Path, sizes: Sizes, seed: int, timings: dict[str, float]) -> None:
-    """The sim->sim pair and the SDSS-like source (skipped when already there)."""
+def split_pool(pool: Path, work: Path) -> tuple[Path, Path, tuple[int, int]]:
+    """The pool's training part (DA target, real hosts) and its held-out part (survey check)
+    by the fixed objid-hash rule of :mod:`galmerge.data.holdout`."""
+    from galmerge.data.holdout import split_image_dir
+
+    train, held = work / "pool-train", work / "pool-heldout"
+    counts = split_image_dir(pool, train, held)
+    log(f"pool split: {counts[0]} for training, {counts[1]} held out of all training")
+    return train, held, counts
+
+
+def simulate_data(work: Path, sizes: Sizes, seed: int, hosts: Path,
+                  timings: dict[str, float]) -> None:
+    """The sim->sim pair, the SDSS-like source of the baselines and the shipped recipe's
+    source with real hosts (each skipped when already there)."""
     from galmerge.data.simulator import simulate
 
-    for survey, n, sub in (("hst", sizes.n_simsim, "sim-hst"), ("sdss", sizes.n_sdss,
-                                                                  "sim-sdss")):
+    plan = (("hst", sizes.n_simsim, "sim-hst", {}), ("sdss", sizes.n_sdss, "sim-sdss", {}),
+            ("sdss", sizes.n_sdss, "sim-hosts",
+             {"hosts": hosts, "host_fraction": HOST_FRACTION}))
+    for survey, n, sub, extra in plan:
         if (work / sub / "source.h5").is_file():
             log(f"reusing {work / sub}")
             continue
         t0 = time.perf_counter()
-        simulate(work / sub, n=n, seed=seed, survey=survey)
-        timings[f"simulate_{survey}"] = time.perf_counter() - t0
-        log(f"simulated {n} {survey} images in {timings[f'simulate_{survey}']:.0f} s")
+        simulate(work / sub, n=n, seed=seed, survey=survey, **extra)
+        timings[f"simulate_{sub}"] = time.perf_counter() - t0
+        log(f"simulated {n} images into {sub} in {timings[f'simulate_{sub}']:.0f} s")
 
 
 # --- training ---------------------------------------------------------------------------
@@ -225,6 +249,149 @@ def evaluate_all(work: Path, dev: Path, labels: Path, pool: Path, n_boot: int, s
     return results
 
 
+# --- the survey-like check (issue 10) ---------------------------------------------------
+
+def run_name(base: str, seed: int, first_seed: int) -> str:
+    """Run directory of ``base`` for a training seed (the first seed keeps the plain name)."""
+    return base if seed == first_seed else f"{base}-s{seed}"
+
+
+def pool_scores(ckpt: Path, pool: Path) -> np.ndarray:
+    """Scores of a checkpoint on every image of an unlabelled directory (torch)."""
+    import torch
+
+    from galmerge.data.dataset import open_dataset
+    from galmerge.training.checkpoint import load_checkpoint
+    from galmerge.training.data import DomainSplit
+    from galmerge.training.trainer import predict
+
+    ck = load_checkpoint(ckpt)
+    conv = ck.conventions["target"]
+    ds = open_dataset(pool, size=conv.size, crop_fraction=conv.crop_fraction)
+    try:
+        part = DomainSplit(ds, np.arange(len(ds)), ck.normalisation["target"],
+                           max_in_memory_mb=0)
+        _, p, _ = predict(ck.build("cpu"), part, torch.device("cpu"))
+    finally:
+        ds.close()
+    return np.asarray(p, dtype=np.float64)
+
+
+def decision_metadata(ckpt: Path, pool_train: Path) -> dict[str, str]:
+    """The label-free default ``is_merger`` threshold: the score above which
+    :data:`FLAG_FRACTION` of the training part of the pool lies."""
+    p = pool_scores(ckpt, pool_train)
+    t = float(np.quantile(p, 1.0 - FLAG_FRACTION))
+    return {"decision_threshold": repr(t),
+            "decision_rule": f"label-free: flags the top {FLAG_FRACTION:.0%} of the "
+                             f"{len(p)} unlabelled training-pool galaxies (Darg et al. 2010: "
+                             "1-3% of GZ1 galaxies are mergers)",
+            "train_merger_fraction": "0.5"}
+
+
+def export_for_check(work: Path, name: str, pool_train: Path, created: str) -> Path:
+    """ONNX of one run (the shipped geometry and a label-free threshold), for the check."""
+    from galmerge.export import export_onnx
+    from galmerge.training.checkpoint import load_checkpoint
+
+    out = work / "onnx" / f"{name}.onnx"
+    if out.is_file() and out.stat().st_mtime > (work / name / "best.pt").stat().st_mtime:
+        return out
+    ck = load_checkpoint(work / name / "best.pt")
+    ck.conventions["target"] = sdss_convention(ck.conventions["target"])
+    export_onnx(ck, out, domain="target", created=created, model_name=f"deepmerge-sdss-{name}",
+                metadata=decision_metadata(work / name / "best.pt", pool_train))
+    return out
+
+
+def survey_results(work: Path, seeds: list[int], args: argparse.Namespace, heldout: Path,
+                   labels: Path, previous: Path | None, n_boot: int,
+                   created: str) -> dict[str, Any]:
+    """The survey-like check of the shipped recipe and noDA over the training seeds, and of
+    the previous default model, with paired differences."""
+    from galmerge.survey_check import SurveyCheckOptions, run_survey_check
+
+    models: dict[str, list[Path]] = {}
+    for base, label in (("sdss", "new"), ("noda", "noDA")):
+        models[label] = [export_for_check(work, run_name(base, s, seeds[0]),
+                                          work / "pool-train", created) for s in seeds]
+    if previous is not None and previous.is_file():
+        models["previous"] = [previous]
+    opts = SurveyCheckOptions(dev=args.dev, labels=labels, background=heldout,
+                              merger_fraction=SURVEY_MERGER_FRACTION, bootstrap=n_boot,
+                              seed=seeds[0])
+    res = run_survey_check(models, opts)
+    res["seeds"] = seeds
+    res["models_files"] = {k: [str(p) for p in v] for k, v in models.items()}
+    return res
+
+
+def calibration_curve(work: Path, name: str, args: argparse.Namespace, heldout: Path,
+                      labels: Path, n_boot: int) -> dict[str, Any]:
+    """Purity / completeness / flagged fraction of one exported run over thresholds at
+    the check's merger fraction (stored in the shipped model, shown in its card)."""
+    from galmerge.inference.engine import OnnxClassifier
+    from galmerge.survey_check import score_directory
+    from galmerge.training.survey import SurveySample, calibration_points
+
+    clf = OnnxClassifier(work / "onnx" / f"{name}.onnx", device="cpu")
+    _, lab, p_dev = score_directory(clf, args.dev, labels)
+    _, _, p_pool = score_directory(clf, heldout)
+    keep = lab >= 0
+    sample = SurveySample(lab[keep], p_dev[keep], p_pool)
+    qs = np.quantile(p_pool, [0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995])
+    pts = calibration_points(sample, sorted(set(float(q) for q in qs)),
+                             SURVEY_MERGER_FRACTION, n_boot=n_boot, seed=1)
+    return {"reference_merger_fraction": SURVEY_MERGER_FRACTION,
+            "source": f"survey-like check: {int(keep.sum())} labelled GZ1 dev galaxies + "
+                      f"{len(p_pool)} held-out pool galaxies counted as non-mergers",
+            "points": pts}
+
+
+def survey_table(survey: dict[str, Any]) -> str:
+    """The survey-like check as markdown, with the paired differences of the new recipe."""
+    from galmerge.survey_check import format_survey_table
+
+    names = list(survey.get("models", {}))
+    pairs = [("new", b) for b in names if b != "new"]
+    return format_survey_table(survey, pairs)
+
+
+def survey_targets(survey: dict[str, Any]) -> str:
+    """Issue 10's targets against the seed mean of the new recipe, in words."""
+    m = survey.get("models", {}).get("new")
+    if not m:
+        return ""
+    checks = (("top-k purity at 1%", m["topk_purity"]["value"], 0.30, ">="),
+              ("ROC AUC (dev + held-out pool)", m["auc"]["value"], 0.82, ">="),
+              ("held-out pool flagged by is_merger", m["pool_flagged"]["value"], 0.05, "<="),
+              ("dev recall at is_merger", m["dev_recall"]["value"], 0.40, ">="))
+    out = []
+    for title, v, target, op in checks:
+        ok = v >= target if op == ">=" else v <= target
+        out.append(f"{title} {v:.3f} ({'meets' if ok else 'misses'} {op} {target:g}"
+                   + ("" if ok else f" by {abs(v - target):.3f}") + ")")
+    return "**Against the targets (mean over seeds):** " + "; ".join(out) + "."
+
+
+def calibration_table(survey: dict[str, Any]) -> str:
+    """The shipped model's calibration points (thresholds on its score) as markdown."""
+    cal = survey.get("calibration")
+    if not cal:
+        return ""
+
+    def c(pt: dict[str, Any], k: str) -> str:
+        ci = pt.get(f"{k}_ci")
+        return f"{pt[k]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{pt[k]:.3f}"
+
+    lines = ["| threshold on p_merger | purity at 1% | completeness (dev recall) | "
+             "held-out pool flagged |", "|---|---|---|---|"]
+    for pt in cal["points"]:
+        lines.append(f"| {pt['threshold']:.4f} | {c(pt, 'purity')} | {c(pt, 'completeness')} | "
+                     f"{c(pt, 'flagged_fraction')} |")
+    return "\n".join(lines)
+
+
 # --- export and cards ---------------------------------------------------------------------
 
 def sdss_convention(conv: ModelConvention) -> ModelConvention:
@@ -242,8 +409,8 @@ def sdss_convention(conv: ModelConvention) -> ModelConvention:
 
 
 def export_models(work: Path, models_dir: Path, results: dict[str, Any], *, created: str,
-                  doc_dir_rel: str, timings: dict[str, float], sizes: Sizes, seed: int
-                  ) -> dict[str, Any]:
+                  doc_dir_rel: str, timings: dict[str, float], sizes: Sizes, seed: int,
+                  survey: dict[str, Any]) -> dict[str, Any]:
     """Export stage 1 and the shipped model; write their model cards."""
     from galmerge.export import export_onnx
     from galmerge.training.checkpoint import load_checkpoint
@@ -259,10 +426,13 @@ def export_models(work: Path, models_dir: Path, results: dict[str, Any], *, crea
 
     ck = load_checkpoint(work / "sdss" / "best.pt")
     ck.conventions["target"] = sdss_convention(ck.conventions["target"])
+    meta = decision_metadata(work / "sdss" / "best.pt", work / "pool-train")
+    if survey.get("calibration"):
+        meta["calibration"] = json.dumps(survey["calibration"], sort_keys=True)
     r = export_onnx(ck, models_dir / "deepmerge-sdss.onnx", domain="target", created=created,
-                    model_name="deepmerge-sdss")
+                    model_name="deepmerge-sdss", metadata=meta)
     card = r.card.read_text()
-    r.card.write_text(sdss_card(ck, results, sizes, seed, doc_dir_rel, timings)
+    r.card.write_text(sdss_card(ck, results, sizes, seed, doc_dir_rel, timings, survey)
                       + _technical(card))
     out["sdss"] = {"path": str(r.path), "sha256": r.sha256, "parity": r.parity}
     return out
@@ -411,13 +581,14 @@ Method: Ćiprijanović et al. 2021 (DeepMerge II, MNRAS 506, 677). Data: simulat
 
 
 def sdss_card(ck: Any, results: dict[str, Any], sizes: Sizes, seed: int, doc_dir_rel: str,
-              timings: dict[str, float]) -> str:
+              timings: dict[str, float], survey: dict[str, Any]) -> str:
     """Model card of the shipped SDSS model."""
     cfg = ck.config
     s = results.get("sdss", {})
     dev = s.get("dev", {})
     n, nm = dev.get("n", 0), dev.get("n_mergers", 0)
     conv = ck.conventions["target"]
+    seeds_text = ", ".join(str(x) for x in survey.get("seeds", []))
     return f"""# Model card: deepmerge-sdss
 
 The default model of `galmerge classify`: a DeepMerge (Ćiprijanović et al. 2021, Table A1;
@@ -445,6 +616,27 @@ MMD domain adaptation — the recipe of DeepMerge II §6.2 (Table 2, "MMD + TL")
 
 See "How the recipe was chosen" below for every evaluation on the labelled dev set that was
 looked at while the recipe was developed.
+
+## What a survey user gets: the survey-like check
+
+The labelled dev galaxies ranked among the {survey.get('n_background', '–')} held-out pool
+galaxies (GZ1 galaxies outside GZ1's merger class, never used in training in any role; rule:
+`galmerge.data.holdout`), all non-mergers weighted so that mergers make
+{SURVEY_MERGER_FRACTION:.0%} of the sample, as in a survey (`galmerge survey-check`,
+`docs/survey-check.md`). Mean over training seeds {seeds_text}
+(the shipped file is seed {seed}); "previous" is the default model before this recipe. 95%
+stratified bootstrap intervals; differences paired on the same resamples.
+
+{survey_table(survey) if survey else '(not run)'}
+
+{survey_targets(survey)}
+
+**`is_merger`** uses the threshold recorded in the model (`galmerge.decision_threshold`),
+chosen without labels: it flags the top {FLAG_FRACTION:.0%} of the unlabelled training pool.
+Purity, completeness (dev recall) and the flagged fraction of the held-out pool at other
+thresholds on `p_merger` (shipped seed; also stored in the model as `galmerge.calibration`):
+
+{calibration_table(survey)}
 
 ## Evaluation on real SDSS (Galaxy Zoo 1 dev set)
 
@@ -604,7 +796,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="working directory (simulations, runs, summary.json)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pool", type=Path, default=shared / "sdss_gz1" / "pool",
-                    help="unlabelled real SDSS cutouts (the target domain)")
+                    help="unlabelled real SDSS cutouts; its training part (galmerge.data."
+                         "holdout) is the target domain and the real hosts, the rest is held "
+                         "out for the survey-like check")
     ap.add_argument("--dev", type=Path, default=shared / "sdss_gz1" / "dev",
                     help="labelled real SDSS cutouts, for evaluation only")
     ap.add_argument("--dev-labels", type=Path, default=shared / "sdss_gz1" / "dev_labels.csv")
@@ -614,7 +808,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, default=ROOT / "models",
                     help="where the ONNX models and cards go")
     ap.add_argument("--report-out", type=Path, default=ROOT / "docs" / "sdss-model")
-    ap.add_argument("--no-baselines", action="store_true", help="skip noDA and MMD-only")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="skip the noDA baseline and the survey-like check")
+    ap.add_argument("--more-seeds", type=int, nargs="*", default=[],
+                    help="further training seeds of stage 2 and noDA for the seed check "
+                         "(same simulations and stage 1); the first --seed is shipped")
+    ap.add_argument("--mmd-baseline", action="store_true",
+                    help="also train the MMD-only baseline (Table 2 row)")
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--write-docs", action="store_true",
                     help="write the sdss-model section of docs/benchmarks.md")
@@ -636,32 +836,52 @@ def main(argv: list[str] | None = None) -> int:
                               exclude=tuple(args.exclude))
     log(f"dev labels: {counts}")
 
-    simulate_data(work, sizes, args.seed, timings)
-    common = dict(seed=args.seed, threads=args.threads, overrides=sizes.overrides,
-                  timings=timings)
+    pool_train, heldout, pool_counts = split_pool(args.pool, work)
+    previous = work / "previous-deepmerge-sdss.onnx"
+    if not previous.is_file() and (args.models / "deepmerge-sdss.onnx").is_file():
+        shutil.copy2(args.models / "deepmerge-sdss.onnx", previous)  # the default until now
+    simulate_data(work, sizes, args.seed, pool_train, timings)
+    common = dict(threads=args.threads, overrides=sizes.overrides, timings=timings)
     stage1 = train_run("stage1", "sdss-stage1", work, work / "sim-hst" / "source.h5",
                        work / "sim-hst" / "target.h5", target_crop=1.0, init_from=None,
-                       **common)
-    sim_sdss = work / "sim-sdss" / "source.h5"
-    train_run("sdss", PRESETS["sdss"], work, sim_sdss, args.pool, target_crop=0.5,
-              init_from=stage1, **common)
-    if not args.no_baselines:
-        for name in ("noda", "mmd"):
-            train_run(name, PRESETS[name], work, sim_sdss, args.pool, target_crop=0.5,
-                      init_from=None, **common)
+                       seed=args.seed, **common)
+    seeds = [args.seed, *[s for s in args.more_seeds if s != args.seed]]
+    for seed in seeds:
+        train_run(run_name("sdss", seed, args.seed), PRESETS["sdss"], work,
+                  work / "sim-hosts" / "source.h5", pool_train, target_crop=0.5,
+                  init_from=stage1, seed=seed, **common)
+        if not args.no_baselines:
+            train_run(run_name("noda", seed, args.seed), PRESETS["noda"], work,
+                      work / "sim-sdss" / "source.h5", pool_train, target_crop=0.5,
+                      init_from=None, seed=seed, **common)
+    if args.mmd_baseline:
+        train_run("mmd", PRESETS["mmd"], work, work / "sim-sdss" / "source.h5", pool_train,
+                  target_crop=0.5, init_from=None, seed=args.seed, **common)
 
     for step, seconds in earlier.items():
         if step.startswith(("simulate_", "train_")):
             timings.setdefault(step, seconds)
     t0 = time.perf_counter()
-    results = evaluate_all(work, args.dev, labels, args.pool, sizes.bootstrap, args.seed)
+    results = evaluate_all(work, args.dev, labels, heldout, sizes.bootstrap, args.seed)
     timings["evaluate"] = time.perf_counter() - t0
     for name, r in results.items():
         d = r["dev"]
         log(f"{name}: dev AUC {_ci(d, 'auc')}, accuracy {_ci(d, 'accuracy')}; "
-            f"pool fraction p>=0.5 {r['pool']['predicted_merger_fraction']:.2f}")
+            f"held-out pool fraction p>=0.5 {r['pool']['predicted_merger_fraction']:.2f}")
     if "sdss" in results:
         log(differences_text(results).replace("\n", " | "))
+    created_check = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    survey: dict[str, Any] = {}
+    if not args.no_baselines:
+        t0 = time.perf_counter()
+        survey = survey_results(work, seeds, args, heldout, labels, previous,
+                                sizes.bootstrap, created_check)
+        survey["calibration"] = calibration_curve(work, "sdss", args, heldout, labels,
+                                                  sizes.bootstrap // 4)
+        survey["pool_counts"] = {"train": pool_counts[0], "heldout": pool_counts[1]}
+        timings["survey_check"] = time.perf_counter() - t0
+        (work / "survey_check.json").write_text(json.dumps(survey, indent=2) + "\n")
+        log("survey-like check:\n" + survey_table(survey))
 
     created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     exported: dict[str, Any] = {}
@@ -677,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
             doc_rel = str(args.report_out)
         exported = export_models(work, args.models, results, created=created,
                                  doc_dir_rel=doc_rel, timings=timings, sizes=sizes,
-                                 seed=args.seed)
+                                 seed=args.seed, survey=survey)
         timings["export"] = time.perf_counter() - t0
         for v in exported.values():
             log(f"wrote {v['path']} (max |Δp| ONNX vs torch {v['parity']['max']:.1e})")

@@ -37,7 +37,7 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
     n_dev = summary["dev_counts"]["mergers"] + summary["dev_counts"]["non_mergers"]
     assert n_dev == 23
     res = summary["results"]
-    assert set(res) == {"noda", "mmd", "sdss"}
+    assert set(res) == {"noda", "sdss"}
     for name, r in res.items():
         d = r["dev"]
         assert d["n"] == n_dev, name
@@ -45,13 +45,36 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
             assert key in d and key in d["ci95"], (name, key)
         assert r["selection"].startswith("swa"), name      # no epoch was selected
         assert 0 <= r["pool"]["predicted_merger_fraction"] <= 1
-    for base in ("noda", "mmd"):
-        diff = res["sdss"][f"auc_minus_{base}"]
-        assert diff["low"] <= diff["difference"] <= diff["high"]
+    diff = res["sdss"]["auc_minus_noda"]
+    assert diff["low"] <= diff["difference"] <= diff["high"]
     # stage 2 started from stage 1 (transfer learning) and trained on the cropped real target
     cfg = json.loads((work / "sdss" / "config.json").read_text())
     assert cfg["init_from"].endswith("stage1/best.pt") and cfg["target"]["crop_fraction"] == 0.5
     assert cfg["preset"] == "sdss"
+    # its source has real hosts; the target and the hosts are the training part of the pool
+    # only: the held-out part (objid hash rule) never enters training in any role
+    from galmerge.data.holdout import is_held_out
+    assert cfg["source"]["path"].endswith("sim-hosts/source.h5")
+    assert cfg["target"]["path"].endswith("pool-train")
+    train_ids = {p.stem for p in (work / "pool-train").iterdir()}
+    held_ids = {p.stem for p in (work / "pool-heldout").iterdir()}
+    assert train_ids and held_ids and not train_ids & held_ids
+    assert all(is_held_out(i) for i in held_ids) and not any(is_held_out(i) for i in train_ids)
+    import h5py
+    with h5py.File(work / "sim-hosts" / "source.h5") as f:
+        prov = json.loads(f.attrs["provenance"])
+        assert set(prov["hosts"]["ids"]) <= train_ids
+        assert int(np.sum(f["extra/host"][:])) == prov["hosts"]["scenes"] > 0
+
+    # the survey-like check: new recipe and noDA, with paired differences
+    check = json.loads((work / "survey_check.json").read_text())
+    assert set(check["models"]) == {"new", "noDA"}
+    assert check["n_background"] == len(held_ids)
+    for m in check["models"].values():
+        for key in ("auc", "topk_purity", "precision_at_recall_0.5", "pool_flagged"):
+            assert 0 <= m[key]["value"] <= 1, key
+    assert "new - noDA" in check["differences"]
+    assert check["calibration"]["points"]
 
     # the dev scores file: one row per dev image, one column per run
     rows = list(csv.DictReader((work / "dev_scores.csv").open()))
@@ -64,7 +87,12 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
     assert meta["galmerge.petro_scale_factor"] == "0.024"
     assert float(meta["galmerge.pixel_scale_arcsec"]) > 0
     assert meta["galmerge.crop_fraction"] == "0.5"
+    # the label-free decision threshold and the calibration curve travel with the model
+    assert 0 < float(meta["galmerge.decision_threshold"]) < 1
+    assert "label-free" in meta["galmerge.decision_rule"]
+    assert json.loads(meta["galmerge.calibration"])["reference_merger_fraction"] == 0.01
     card = (models / "deepmerge-sdss.md").read_text()
     assert "noDA" in card and "paired bootstrap" in card and "ROC AUC" in card
+    assert "top-k purity" in card
     assert (report / "report.html").is_file()
     assert np.isfinite(res["sdss"]["dev"]["auc"])

@@ -23,6 +23,7 @@ MMD_KERNELS = ("batch", "paper")
 GRL_SCHEDULES = ("ganin", "constant")
 FISHER_KINDS = ("tr", "td")
 DEVICES = ("auto", "cpu", "cuda")
+ALIGN_CLASSES = ("all", "non-mergers")
 
 
 @dataclass
@@ -86,6 +87,11 @@ class TrainConfig:
     #: simulator). Set it near the target's expected merger fraction so that MMD/DANN do not
     #: align source mergers with target non-mergers (class-prior shift; not in the paper).
     source_merger_fraction: float | None = None
+    #: which source images the transfer loss aligns with the target: "all" (the paper) or
+    #: "non-mergers" (class-aware: a merger-poor survey target is aligned with the source
+    #: non-mergers only, so that no source merger is pulled onto a target non-merger —
+    #: class-prior shift, Zhao et al. 2019; Tachet des Combes et al. 2020; not in the paper).
+    align_classes: str = "all"
 
     # --- transfer learning (§6.2.1) ---
     init_from: str | None = None         # checkpoint whose weights start the run
@@ -137,6 +143,9 @@ class TrainConfig:
                                 "(DeepMerge has no dropout, §3)")
         if not 0 < self.lr_min_factor <= 1:
             raise GalmergeError("lr_min_factor must be in (0, 1]")
+        if self.align_classes not in ALIGN_CLASSES:
+            raise GalmergeError(f"unknown --align-classes {self.align_classes!r}",
+                                hint=f"use one of {', '.join(ALIGN_CLASSES)}")
         if self.source_merger_fraction is not None and not 0 < self.source_merger_fraction < 1:
             raise GalmergeError(f"--source-merger-fraction must be between 0 and 1 (exclusive), "
                                 f"got {self.source_merger_fraction}")

@@ -432,10 +432,11 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
                 f_s, f_t = feats[:ns], feats[ns:]
                 ce = F.cross_entropy(logits[:ns], ys)  # Eq. 1
                 terms: dict[str, torch.Tensor] = {"ce": ce}
+                f_align = f_s if config.align_classes == "all" else f_s[ys == 0]
                 if config.method == "mmd":
-                    terms["transfer"] = mmd(f_s, f_t)  # Eq. 5-7
+                    terms["transfer"] = mmd(f_align, f_t)  # Eq. 5-7
                 elif dann is not None:
-                    terms["transfer"] = dann(f_s, f_t)  # Eq. 8-9
+                    terms["transfer"] = dann(f_align, f_t)  # Eq. 8-9
                 if fisher is not None:
                     terms["fisher"] = fisher(f_s, ys)  # Eq. 10
                 if entropy is not None:
