@@ -171,3 +171,55 @@ def test_background_errors(tmp_path: Path) -> None:
         simulate(tmp_path / "o", n=4, survey="sdss", backgrounds=empty)
     with pytest.raises(GalmergeError, match="sdss only"):
         simulate(tmp_path / "o", n=4, survey="hst", backgrounds=empty)
+
+
+def test_real_hosts_one_chain_for_both_classes(tmp_path: Path, example_dir: Path) -> None:
+    jpegs = example_dir / "cutouts"
+    a = simulate(tmp_path / "a", n=12, seed=3, survey="sdss", hosts=jpegs,
+                 host_fraction=0.5).paths[0]
+    b = simulate(tmp_path / "b", n=12, seed=3, survey="sdss", hosts=jpegs,
+                 host_fraction=0.5).paths[0]
+    assert a.read_bytes() == b.read_bytes()  # deterministic for a seed
+    with open_dataset(a) as ds:
+        prov = ds.provenance["hosts"]
+        assert prov["files"] == 24 and prov["scenes"] == 6 and len(prov["sha256"]) == 64
+        x = ds.read(np.arange(len(ds)))
+        labels = ds.labels
+    with h5py.File(a) as f:
+        host, idx = f["extra/host"][:], f["extra/host_index"][:]
+    # the last 6 scenes are painted onto real hosts, both classes among them
+    assert host.tolist() == [0] * 6 + [1] * 6 and (idx[:6] == -1).all() and (idx[6:] >= 0).all()
+    assert x.min() >= 0 and x.max() <= 255
+
+    # a host non-merger without a projection is the real host re-processed: the central
+    # region of its 75-px model input matches the real cutout read the usual way
+    from galmerge.data.images import prepare, read_image
+    from galmerge.data.simulator.hosts import load_hosts, pick_hosts
+
+    bank = load_hosts(jpegs, 423, 212)
+    assert bank.crops.shape[1:] == (3, 212, 212) and prov["ids"] == bank.ids
+    with h5py.File(a) as f:
+        proj = f["extra/projection"][:]
+    lone = [i for i in range(6, 12) if labels[i] == 0 and proj[i] == 0]
+    for i in lone:
+        real = prepare(read_image(jpegs / f"{bank.ids[idx[i]]}.jpeg").pixels, 75, 0.5)
+        # the host was flipped/rotated: compare against the best of its eight views
+        views = [np.rot90(real, k, axes=(1, 2)) for k in range(4)]
+        views += [v[:, :, ::-1] for v in views]
+        err = min(float(np.abs(x[i] - v)[:, 20:55, 20:55].mean()) for v in views)
+        assert err < 4.0, err  # DN: re-stretch and a second JPEG pass only
+    # mergers on hosts carry extra light beyond the real host's
+    mergers = [i for i in range(6, 12) if labels[i] == 1]
+    assert mergers
+    rng = np.random.default_rng(0)
+    crops, _ = pick_hosts(bank, 4, rng)
+    assert crops.shape == (4, 3, 212, 212) and crops.dtype == np.float32
+
+
+def test_host_errors(tmp_path: Path) -> None:
+    with pytest.raises(GalmergeError, match="host directory not found"):
+        simulate(tmp_path / "o", n=4, survey="sdss", hosts=tmp_path / "missing")
+    with pytest.raises(GalmergeError, match="--host-fraction"):
+        simulate(tmp_path / "o", n=4, survey="sdss", hosts=tmp_path, host_fraction=1.5)
+    with pytest.raises(GalmergeError, match="sdss only"):
+        simulate(tmp_path / "o", n=4, survey="hst", hosts=tmp_path)
