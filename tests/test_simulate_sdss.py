@@ -223,19 +223,3 @@ def test_host_errors(tmp_path: Path) -> None:
         simulate(tmp_path / "o", n=4, survey="sdss", hosts=tmp_path, host_fraction=1.5)
     with pytest.raises(GalmergeError, match="sdss only"):
         simulate(tmp_path / "o", n=4, survey="hst", hosts=tmp_path)
-
-
-def test_bright_stars_beside_galaxies() -> None:
-    cfg = SDSSConfig(bright_star_fraction=0.5)
-    cat = draw_catalogue(200, np.random.default_rng(5), cfg)
-    on = cat["bright_star"] == 1
-    assert 70 < on.sum() < 130 and set(cat["label"][on]) == {0, 1}  # both classes
-    r_flux = cat["field_flux"][on, -1, 1]
-    mags = 22.5 - 2.5 * np.log10(r_flux)
-    assert mags.min() >= 12.0 - 1e-6 and mags.max() <= 15.5 + 1e-6
-    sep = np.hypot(cat["field_x"][on, -1], cat["field_y"][on, -1]) / cat["frame_r90"][on]
-    assert sep.min() >= 0.8 - 1e-9 and sep.max() <= 3.0 + 1e-9
-    # the default draws none and leaves the random stream as it was
-    a = draw_catalogue(50, np.random.default_rng(5), SDSSConfig())
-    b = draw_catalogue(50, np.random.default_rng(5), SDSSConfig())
-    assert not a["bright_star"].any() and np.array_equal(a["field_flux"], b["field_flux"])

@@ -132,11 +132,6 @@ class SDSSConfig:
     field_star_mags: tuple[float, float] = (12.0, 22.5)
     # Number-count slopes d log N / dm at high Galactic latitude (stars ~0.25, galaxies ~0.35
     # in r between 16 and 22): a bright (r < 16) star in ~3 % of frames.
-    # Bright foreground stars placed beside the galaxy in this fraction of scenes (both
-    # classes): r 12-15.5 mag, 0.8-3 R90 from the centre (0 = none, as before this option).
-    bright_star_fraction: float = 0.0
-    bright_star_mags: tuple[float, float] = (12.0, 15.5)
-    bright_star_sep_r90: tuple[float, float] = (0.8, 3.0)
     star_count_slope: float = 0.25
     galaxy_count_slope: float = 0.35
     spike_mag: float = 14.5  # stars brighter than this show diffraction spikes
@@ -304,33 +299,7 @@ def draw_catalogue(n: int, rng: np.random.Generator, cfg: SDSSConfig) -> dict[st
     cat["debris_flux"] = _gri(np.where(m, frac * total_r, 0.0), rng.normal(0.6, 0.1, n),
                               rng.normal(0.32, 0.05, n))
     cat.update(_field_sources(rng, n, frame_r90, cfg))
-    cat["bright_star"] = _bright_stars(rng, cat, cfg)
     return cat
-
-
-def _bright_stars(rng: np.random.Generator, cat: dict[str, np.ndarray],
-                  cfg: SDSSConfig) -> np.ndarray:
-    """Put a bright foreground star (r 12-15.5, with diffraction spikes and PSF halo) beside
-    ``cfg.bright_star_fraction`` of the scenes, either class, in the last field slot:
-    a star beside a galaxy must not read as a second core (real GZ1 false positives).
-    Returns the (n,) 0/1 flag; draws nothing when the fraction is 0."""
-    n = len(cat["label"])
-    if cfg.bright_star_fraction <= 0:
-        return np.zeros(n, dtype=np.int8)
-    on = rng.random(n) < cfg.bright_star_fraction
-    k = int(on.sum())
-    r = rng.uniform(*cfg.bright_star_sep_r90, k) * cat["frame_r90"][on]
-    ang = rng.uniform(0, 2 * np.pi, k)
-    gr = rng.uniform(0.2, 1.5, k)
-    ri = 0.45 * gr - 0.05 + rng.normal(0, 0.05, k)
-    fr = _mags_to_flux(rng.uniform(*cfg.bright_star_mags, k))
-    j = MAX_FIELD_SOURCES - 1
-    cat["field_x"][on, j] = r * np.cos(ang)
-    cat["field_y"][on, j] = r * np.sin(ang)
-    cat["field_kind"][on, j] = profiles.POINT
-    cat["field_scale"][on, j] = 0.0
-    cat["field_flux"][on, j] = np.stack([fr * 10 ** (-0.4 * gr), fr, fr * 10 ** (0.4 * ri)], -1)
-    return on.astype(np.int8)
 
 
 def _field_sources(
@@ -758,13 +727,10 @@ _COMPANION_FLUX = ("b_flux2", "d_flux2", "arm_flux2", "debris_flux")
 def as_host_scenes(cat: dict[str, np.ndarray], sel: np.ndarray) -> None:
     """Turn the scenes ``sel`` (index array) into "everything but the central galaxy", in
     place: the real host replaces galaxy 1 at the frame centre, so its light, the blend
-    re-centring and the synthetic field (the real cutout has its own; a placed bright star
-    stays) are removed."""
+    re-centring and the synthetic field (the real cutout has its own) are removed."""
     for key in ("b_flux1", "d_flux1", "arm_flux1"):
         cat[key][sel] = 0.0
-    star = cat["bright_star"][sel] == 1
-    cat["field_flux"][sel, :-1] = 0.0
-    cat["field_flux"][sel[~star], -1] = 0.0  # only a placed bright star stays
+    cat["field_flux"][sel] = 0.0
     cat["blend"][sel] = 0
     cat["frame_r90"][sel] = cat["r90"][sel]
     cat["x1"][sel] = 0.0
@@ -852,7 +818,6 @@ def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Pa
         truth = truth_columns(cat, kind=cat["kind"], projection=cat["projection"],
                               r90=cat["r90"], frame_r90=cat["frame_r90"], blend=cat["blend"],
                               mag=cat["mag"], seeing=cat["seeing"],
-                              bright_star=cat["bright_star"],
                               host=(host_index >= 0).astype(np.int8), host_index=host_index)
         for name, col in truth.items():
             w.write_extra(name, col)
