@@ -326,6 +326,14 @@ def survey_results(work: Path, seeds: list[int], args: argparse.Namespace, heldo
     return res
 
 
+def shipped_threshold(work: Path) -> float:
+    """The label-free decision threshold recorded in the shipped seed's exported model."""
+    from galmerge.inference.engine import OnnxClassifier
+    from galmerge.survey_check import model_threshold
+
+    return model_threshold(OnnxClassifier(work / "onnx" / "sdss.onnx", device="cpu"))
+
+
 def calibration_curve(work: Path, name: str, args: argparse.Namespace, heldout: Path,
                       labels: Path, n_boot: int) -> dict[str, Any]:
     """Purity / completeness / flagged fraction of one exported run over thresholds at
@@ -346,6 +354,12 @@ def calibration_curve(work: Path, name: str, args: argparse.Namespace, heldout: 
             "source": f"survey-like check: {int(keep.sum())} labelled GZ1 dev galaxies + "
                       f"{len(p_pool)} held-out pool galaxies counted as non-mergers",
             "points": pts}
+
+
+def survey_threshold(survey: dict[str, Any]) -> str:
+    """The shipped model's decision threshold, as text."""
+    t = survey.get("threshold")
+    return f"{t:.4f}" if t is not None else "–"
 
 
 def survey_table(survey: dict[str, Any]) -> str:
@@ -592,27 +606,41 @@ def sdss_card(ck: Any, results: dict[str, Any], sizes: Sizes, seed: int, doc_dir
     return f"""# Model card: deepmerge-sdss
 
 The default model of `galmerge classify`: a DeepMerge (Ćiprijanović et al. 2021, Table A1;
-174,626 parameters) that gives the probability that an SDSS DR7 colour cutout shows a galaxy
-merger, trained **without any real labels**: on simulated SDSS-like galaxies (labelled) and
-the unlabelled real SDSS Galaxy Zoo 1 images, with transfer learning from a sim→sim model and
-MMD domain adaptation — the recipe of DeepMerge II §6.2 (Table 2, "MMD + TL").
+174,626 parameters) that ranks SDSS DR7 colour cutouts by how likely they show a galaxy
+merger, trained **without any real labels**: on simulated SDSS-like galaxies (labelled) —
+half of them painted onto real unlabelled SDSS galaxies as hosts — and the unlabelled real
+SDSS Galaxy Zoo 1 images as the target domain, with transfer learning from a sim→sim model and
+MMD domain adaptation (DeepMerge II §6.2, Table 2 "MMD + TL") that aligns the merger-poor
+survey with the *simulated non-mergers* only.
 
 ## Recipe (`scripts/train_sdss_model.py`, seed {seed})
 
-1. `galmerge simulate --n {sizes.n_simsim}` (HST-like pristine/noisy pair) and
-   `galmerge simulate --survey sdss --n {sizes.n_sdss}` (SDSS-like colour JPEGs,
-   `docs/simulator.md`), seed {seed}.
-2. Stage 1, `--preset sdss-stage1`: pristine → noisy with MMD (`models/deepmerge-simsim.onnx`).
-3. Stage 2, `--preset sdss --init-from stage1`: simulated SDSS (source, labelled) → the
-   unlabelled real pool (1199 GZ1 JPEGs, central half cropped) with MMD; all weights train;
+1. The unlabelled GZ1 pool (1199 JPEGs) is split by a fixed rule on the objid
+   (`galmerge.data.holdout`): {survey.get('pool_counts', {}).get('train', '–')} galaxies for
+   training (target domain and hosts), {survey.get('pool_counts', {}).get('heldout', '–')} held
+   out of all training for the survey-like check.
+2. `galmerge simulate --n {sizes.n_simsim}` (HST-like pristine/noisy pair, for stage 1) and
+   `galmerge simulate --survey sdss --n {sizes.n_sdss} --hosts POOL-TRAIN --host-fraction
+   {HOST_FRACTION}`: SDSS-like colour JPEGs (`docs/simulator.md`), half of them real
+   training-pool galaxies with a simulated merger partner and tidal debris, a chance projection,
+   or nothing added through one chain (to flux, add, re-stretch, re-JPEG), seed {seed}.
+3. Stage 1, `--preset sdss-stage1`: pristine → noisy with MMD (`models/deepmerge-simsim.onnx`).
+4. Stage 2, `--preset sdss --init-from stage1`: simulated SDSS with real hosts (source,
+   labelled) → the unlabelled training pool (central half cropped) with MMD between the
+   source **non-mergers** and the target (`--align-classes non-mergers`: a survey is ~98%
+   non-mergers, and aligning it with a balanced source pulls simulated mergers onto real
+   non-mergers — Zhao et al. 2019; Tachet des Combes et al. 2020); all weights train;
    lr {cfg.get('lr')}, weight decay {cfg.get('weight_decay')}, one-cycle length
    {cfg.get('cycle_length')} epochs, λ_TL {cfg.get('lambda_tl')}, batch {cfg.get('batch_size')}
    per domain, flips/90° rotations {_on(cfg.get('augment'))}, {cfg.get('epochs')} epochs.
-4. **Checkpoint choice:** none is made. The preset fixes the number of epochs in advance and
+5. **Checkpoint choice:** none is made. The preset fixes the number of epochs in advance and
    the delivered weights are the average of the weights after epochs
    {cfg.get('swa_start')}–{cfg.get('epochs')} (stochastic weight averaging, Izmailov et al. 2018)
-   with BatchNorm statistics recomputed on training batches of both domains. No label of the
-   real images was used for a gradient step, a checkpoint or a hyper-parameter of this run.
+   with BatchNorm statistics recomputed on training batches of both domains.
+6. **Threshold:** `is_merger` is `p_merger ≥ {survey_threshold(survey)}`, the score above which
+   {FLAG_FRACTION:.0%} of the unlabelled training pool lies (no label used). No label of the
+   real images was used for a gradient step, a checkpoint, a threshold or a hyper-parameter of
+   this run.
 
 See "How the recipe was chosen" below for every evaluation on the labelled dev set that was
 looked at while the recipe was developed.
@@ -879,6 +907,7 @@ def main(argv: list[str] | None = None) -> int:
         survey["calibration"] = calibration_curve(work, "sdss", args, heldout, labels,
                                                   sizes.bootstrap // 4)
         survey["pool_counts"] = {"train": pool_counts[0], "heldout": pool_counts[1]}
+        survey["threshold"] = shipped_threshold(work)
         timings["survey_check"] = time.perf_counter() - t0
         (work / "survey_check.json").write_text(json.dumps(survey, indent=2) + "\n")
         log("survey-like check:\n" + survey_table(survey))

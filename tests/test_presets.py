@@ -79,3 +79,6 @@ def test_sdss_presets_fix_the_epochs_average_and_target_crop() -> None:
     # an explicit crop still overrides the preset's
     assert build_config(dict(PATHS, target_crop=0.8), "sdss").target.crop_fraction == 0.8
     assert build_config(dict(PATHS), "sdss-noda").method == "none"
+    # the shipped recipe aligns the merger-poor survey with the simulated non-mergers only
+    assert build_config(dict(PATHS), "sdss").align_classes == "non-mergers"
+    assert build_config(dict(PATHS), "sdss-2026-12").align_classes == "all"

@@ -107,8 +107,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
        method="mmd", fisher=False, entropy=False, arch="deepmerge",
        lr=1e-3, weight_decay=1e-4, cycle_length=8, patience=20, lambda_tl=1.0,
        augment=True, epochs=20, swa_start=11),
-    _p("sdss", "Table A3, TL+MMD; + augment, 30 epochs, SWA 16-30, target crop 0.5 (galmerge)",
-       "the shipped SDSS model: --init-from the sdss-stage1 run, sim-SDSS -> real SDSS with MMD",
+    _p("sdss", "Table A3, TL+MMD; + augment, 30 epochs, SWA 16-30, target crop 0.5, MMD on "
+       "the source non-mergers only (galmerge, issue 10)",
+       "the shipped SDSS model: --init-from the sdss-stage1 run, sim-SDSS with real hosts -> "
+       "real SDSS with class-aware MMD (the merger-poor survey is aligned with the simulated "
+       "non-mergers)",
+       method="mmd", fisher=False, entropy=False, arch="deepmerge",
+       lr=1e-2, weight_decay=1e-4, cycle_length=5, patience=20, lambda_tl=1.0,
+       augment=True, epochs=30, swa_start=16, target_crop=0.5, align_classes="non-mergers"),
+    _p("sdss-2026-12", "Table A3, TL+MMD; + augment, 30 epochs, SWA 16-30, target crop 0.5 "
+       "(galmerge)",
+       "the SDSS model shipped until issue 10: as sdss, MMD on all source images",
        method="mmd", fisher=False, entropy=False, arch="deepmerge",
        lr=1e-2, weight_decay=1e-4, cycle_length=5, patience=20, lambda_tl=1.0,
        augment=True, epochs=30, swa_start=16, target_crop=0.5),
