@@ -169,6 +169,9 @@ def train_run(name: str, preset: str, work: Path, source: Path, target: Path, *,
     out = work / name
     if (out / "best.pt").is_file() and (out / "metrics.json").is_file():
         log(f"reusing {out}")
+        took = json.loads((out / "metrics.json").read_text()).get("train_seconds")
+        if took is not None:  # a reused run keeps the time it took
+            timings.setdefault(f"train_{name}", float(took))
         return out / "best.pt"
     cfg = build_config(dict(source=str(source), target=str(target), out=str(out),
                             target_crop=target_crop, seed=seed, threads=threads,
