@@ -78,7 +78,7 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
 
     # the dev scores file: one row per dev image, one column per run
     rows = list(csv.DictReader((work / "dev_scores.csv").open()))
-    assert len(rows) == n_dev and {"p_noda", "p_mmd", "p_sdss"} <= set(rows[0])
+    assert len(rows) == n_dev and {"p_noda", "p_sdss"} <= set(rows[0])
 
     # both models exported with cards; the SDSS one carries the GZ1 geometry
     for name in ("deepmerge-sdss", "deepmerge-simsim"):

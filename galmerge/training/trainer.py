@@ -433,7 +433,9 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
                 ce = F.cross_entropy(logits[:ns], ys)  # Eq. 1
                 terms: dict[str, torch.Tensor] = {"ce": ce}
                 f_align = f_s if config.align_classes == "all" else f_s[ys == 0]
-                if config.method == "mmd":
+                if config.method != "none" and f_align.shape[0] < 2:
+                    terms["transfer"] = feats.sum() * 0.0  # tiny batch: < 2 non-mergers
+                elif config.method == "mmd":
                     terms["transfer"] = mmd(f_align, f_t)  # Eq. 5-7
                 elif dann is not None:
                     terms["transfer"] = dann(f_align, f_t)  # Eq. 8-9
