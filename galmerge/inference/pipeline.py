@@ -745,7 +745,7 @@ class ClassifyRun:
                           meta=self.metadata(), id_col=self.columns.id,
                           text_columns=self.reader.text_columns,
                           keep_text={c for c in (self.columns.file_loc,) if c},
-                          progress=progress)
+                          progress=progress, table_meta=self.reader.meta)
         self.__exit__()
         shutil.rmtree(self.work, ignore_errors=True)
         return result
@@ -817,7 +817,7 @@ def classify_catalog(
         ctx.close()
         run.close()
     clf = run.classifier
-    warnings = sorted(ctx.warnings)
+    warnings = sorted(ctx.warnings | set(run.reader.warnings))
     if clf.placeholder:
         warnings.insert(0, f"model {clf.name} is a PLACEHOLDER (untrained), not a science model: "
                            "its probabilities carry no information")

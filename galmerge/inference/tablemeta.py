@@ -19,12 +19,15 @@ Torch-free.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from xml.sax.saxutils import escape, quoteattr
 
-__all__ = ["RESULT_COLUMNS", "ColumnMeta", "TableMeta", "astropy_meta", "result_column_meta",
-           "safe_names"]
+__all__ = ["RESULT_COLUMNS", "ColumnMeta", "TableMeta", "arrow_field_metadata", "astropy_meta",
+           "astropy_yaml", "fits_column_cards", "has_xml_bad", "result_column_meta",
+           "safe_names", "votable_field_attrs", "xml_safe"]
 
 #: Columns added to every row by ``classify``.
 RESULT_COLUMNS = ("p_merger", "is_merger", "status", "status_detail")
@@ -182,3 +185,63 @@ def safe_names(names: Sequence[str], reserved: Sequence[str] = RESULT_COLUMNS
         seen.add(name)
         out.append(name)
     return out, renamed, notes
+
+
+# --- metadata in each output format's own place ---------------------------------------------
+
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with the characters XML 1.0 cannot hold (NUL, other C0 controls)
+    replaced by U+FFFD, so the VOTable stays well-formed."""
+    return _XML_BAD.sub("\ufffd", text)
+
+
+def has_xml_bad(text: str) -> bool:
+    """True when :func:`xml_safe` would change ``text``."""
+    return _XML_BAD.search(text) is not None
+
+
+def votable_field_attrs(cm: ColumnMeta) -> tuple[str, str]:
+    """A VOTable FIELD's ``unit``/``ucd`` attributes and its ``DESCRIPTION`` element."""
+    attrs = "".join(f" {k}={quoteattr(xml_safe(v))}" for k, v in (("unit", cm.unit),
+                                                                   ("ucd", cm.ucd)) if v)
+    desc = (f"<DESCRIPTION>{escape(xml_safe(cm.description))}</DESCRIPTION>"
+            if cm.description else "")
+    return attrs, desc
+
+
+def fits_column_cards(i: int, cm: ColumnMeta) -> list[tuple[str, str, str]]:
+    """``(keyword, value, comment)`` cards for column ``i``: TUNIT, TCOMM, TUCD.
+
+    TUNITn is FITS standard; TCOMMn and TUCDn are the conventions TOPCAT/STILTS
+    read and write for a column's description and UCD.
+    """
+    out = []
+    for key, value, what in ((f"TUNIT{i}", cm.unit, "physical unit"),
+                             (f"TCOMM{i}", cm.description, "description"),
+                             (f"TUCD{i}", cm.ucd, "UCD")):
+        if value:
+            text = value.encode("ascii", "replace").decode("ascii")
+            out.append((key, text, what if len(text) + len(what) < 60 else ""))
+    return out
+
+
+def arrow_field_metadata(cm: ColumnMeta) -> dict[bytes, bytes]:
+    """A Parquet/Arrow field's metadata: ``unit``, ``ucd``, ``description``, ``format``."""
+    return {k.encode(): v.encode("utf-8") for k, v in cm.to_dict().items()}
+
+
+def astropy_yaml(table: Any, columns: dict[str, ColumnMeta], meta: dict[str, Any]) -> list[str]:
+    """astropy's YAML table header (``get_yaml_from_table``) for a zero-row ``table``
+    with ``columns`` applied: what astropy writes into Parquet (``table_meta_yaml``)
+    and HDF5 (``<path>.__table_column_meta__``), so ``Table.read`` gets units back."""
+    from astropy.table import meta as table_meta
+
+    head = table[:0].copy()
+    for name in head.colnames:
+        if name in columns:
+            columns[name].apply_to(head[name])
+    head.meta.update(meta)
+    return list(table_meta.get_yaml_from_table(head))
