@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,12 @@ import pandas as pd
 
 from galmerge.errors import GalmergeError
 from galmerge.inference import textformats as tf
+from galmerge.inference.coordinates import (
+    DESIGNATION_COLUMNS,
+    designation_degrees,
+    looks_like_designations,
+    sexagesimal_degrees,
+)
 from galmerge.inference.tablemeta import ColumnMeta, TableMeta, astropy_meta, safe_names
 
 FORMATS = ("csv", "tsv", "ecsv", "fits", "votable", "parquet", "hdf5",
@@ -70,12 +75,18 @@ VOTABLE_MAX_BYTES = 512 * 1024 * 1024
 
 #: Candidate id columns, in order of preference (case-insensitive).
 ID_COLUMNS = ("objid", "objID", "id_str", "id", "dr7objid", "dr8objid", "object1", "object_id",
-              "objectid", "source_id", "sourceid", "galaxy_id", "iauname", "name")
+              "objectid", "source_id", "sourceid", "galaxy_id", "sdss_id", "sdss id", "iauname",
+              "name", "designation", "number")
 #: Candidate (RA, Dec) column pairs, in order of preference (case-insensitive).
 COORD_COLUMNS = (("ra", "dec"), ("raj2000", "dej2000"), ("raj2000", "decj2000"),
                  ("_raj2000", "_dej2000"), ("ra_deg", "dec_deg"), ("radeg", "decdeg"),
                  ("ra_j2000", "dec_j2000"), ("ra_icrs", "de_icrs"), ("ra_icrs", "dec_icrs"),
-                 ("ra1", "dec1"), ("ra_1", "dec_1"), ("alpha", "delta"))
+                 ("ra1", "dec1"), ("ra_1", "dec_1"), ("alpha", "delta"),
+                 ("radeg", "dedeg"), ("alpha_j2000", "delta_j2000"))
+#: UCDs that mark the main id and position columns (VOTable/ECSV), found before names.
+ID_UCD, RA_UCD, DEC_UCD = "meta.id;meta.main", "pos.eq.ra;meta.main", "pos.eq.dec;meta.main"
+#: Names of the columns derived from IAU designations when a table has no RA/Dec.
+DERIVED_RA, DERIVED_DEC = "ra_from_name", "dec_from_name"
 #: Candidate per-row cutout path columns (Zoobot's ``file_loc`` first).
 FILE_LOC_COLUMNS = ("file_loc", "file_path", "filepath", "filename", "local_path")
 #: Values that catalogues use for "no value" in numeric coordinate columns.
@@ -141,18 +152,42 @@ def _explicit(names: Sequence[str], want: str, what: str, where: str) -> str:
                         hint=f"columns are: {', '.join(list(names)[:30])}")
 
 
+def _by_ucd(names: Sequence[str], meta: TableMeta | None, ucd: str) -> str | None:
+    if meta is None:
+        return None
+    return next((n for n in names if (meta.get(n).ucd or "").lower() == ucd), None)
+
+
+def coordinate_pair(names: Sequence[str], meta: TableMeta | None = None
+                    ) -> tuple[str | None, str | None]:
+    """The RA/Dec columns by UCD, else by the common names; ``(None, None)`` if none."""
+    ra, dec = _by_ucd(names, meta, RA_UCD), _by_ucd(names, meta, DEC_UCD)
+    if ra and dec:
+        return ra, dec
+    for a, b in COORD_COLUMNS:
+        pa, pb = _pick(names, (a,)), _pick(names, (b,))
+        if pa and pb:
+            return pa, pb
+    return None, None
+
+
 def find_columns(
     names: Sequence[str], *, where: str, id_col: str | None = None, ra_col: str | None = None,
     dec_col: str | None = None, file_loc_col: str | None = None,
+    meta: TableMeta | None = None,
 ) -> Columns:
-    """Find the id / RA / Dec / file_loc columns (explicit names win).
+    """Find the id / RA / Dec / file_loc columns.
+
+    Explicit names win; then UCDs (``meta.id;meta.main``, ``pos.eq.ra;meta.main``,
+    ``pos.eq.dec;meta.main`` in ``meta``, e.g. from a VOTable or ECSV); then the
+    common names of :data:`ID_COLUMNS` and :data:`COORD_COLUMNS`.
 
     Raises:
         GalmergeError: no id column, only one of RA/Dec, or an explicit name
             that is not in the catalogue.
     """
     cid = (_explicit(names, id_col, "--id-col", where) if id_col
-           else _pick(names, ID_COLUMNS))
+           else _by_ucd(names, meta, ID_UCD) or _pick(names, ID_COLUMNS))
     if cid is None:
         raise GalmergeError(
             f"{where}: no id column (looked for {', '.join(ID_COLUMNS)})",
@@ -165,12 +200,7 @@ def find_columns(
         ra = _explicit(names, ra_col, "--ra-col", where)
         dec = _explicit(names, dec_col, "--dec-col", where)
     else:
-        ra = dec = None
-        for a, b in COORD_COLUMNS:
-            pa, pb = _pick(names, (a,)), _pick(names, (b,))
-            if pa and pb:
-                ra, dec = pa, pb
-                break
+        ra, dec = coordinate_pair(names, meta)
     floc = (_explicit(names, file_loc_col, "--file-loc-col", where) if file_loc_col
             else _pick(names, FILE_LOC_COLUMNS))
     return Columns(id=cid, ra=ra, dec=dec, file_loc=floc)
@@ -209,9 +239,6 @@ def id_strings(col: pd.Series) -> tuple[np.ndarray, bool]:
 def text_values(col: pd.Series) -> np.ndarray:
     """A column as stripped strings (``""`` for missing), e.g. ``file_loc``."""
     return id_strings(col)[0]
-
-
-_SEXAGESIMAL = re.compile(r"[:hdms°'\"]|\s\d")
 
 
 def parse_coordinates(ra: pd.Series, dec: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -259,27 +286,19 @@ def _to_degrees(col: pd.Series, *, hours: bool) -> tuple[np.ndarray, list[str]]:
     vals = np.array(pd.to_numeric(pd.Series(text, dtype=object), errors="coerce"),
                     dtype=np.float64)
     bad = [""] * n
-    todo = [i for i in range(n) if not np.isfinite(vals[i])]
-    if not todo:
+    todo = np.flatnonzero(~np.isfinite(vals))
+    if not len(todo):
         return vals, bad
-    from astropy import units as u
-    from astropy.coordinates import Angle
-
-    unit = u.hourangle if hours else u.deg
-    for i in todo:
-        s = str(text[i])
-        if s == "" or s.lower() in ("nan", "null", "none", "--"):
-            bad[i] = f"{what} missing or NaN"
-            continue
-        if not _SEXAGESIMAL.search(s):
-            bad[i] = f"{what} {s!r} is not a number or sexagesimal angle"
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                vals[i] = Angle(s, unit=unit).to_value(u.deg)
-        except (ValueError, TypeError, u.UnitsError):
-            bad[i] = f"{what} {s!r} is not a number or sexagesimal angle"
+    words = text[todo]
+    missing = np.array([s == "" or s.lower() in ("nan", "null", "none", "--") for s in words],
+                       dtype=bool)
+    parse = todo[~missing]
+    deg, not_angle = sexagesimal_degrees(text[parse].astype(str), hours=hours)
+    vals[parse] = deg
+    for i in todo[missing]:
+        bad[i] = f"{what} missing or NaN"
+    for i in parse[not_angle]:
+        bad[i] = f"{what} {str(text[i])!r} is not a number or sexagesimal angle"
     return vals, bad
 
 
@@ -353,7 +372,55 @@ def open_catalog(path: str | Path, fmt: str | None = None) -> CatalogReader:
         reader = opener(p)
     if reader.n_rows == 0:
         raise GalmergeError(f"{p}: catalogue has no rows")
-    return _made_safe(reader)
+    return _with_designation_coordinates(_made_safe(reader))
+
+
+def _with_designation_coordinates(reader: CatalogReader) -> CatalogReader:
+    """A table without RA/Dec but with IAU designations gets :data:`DERIVED_RA`/``DEC``.
+
+    The columns are appended to every chunk (degrees, NaN where a name holds no
+    J coordinates), described in the metadata, and the run summary says so.
+    """
+    if coordinate_pair(reader.columns, reader.meta) != (None, None):
+        return reader
+    if DERIVED_RA in reader.columns or DERIVED_DEC in reader.columns:
+        return reader
+    candidates = [c for c in (_pick(reader.columns, (n,)) for n in DESIGNATION_COLUMNS) if c]
+    if not candidates:
+        return reader
+    gen = reader.chunks(200)
+    try:
+        sample = next(gen, (0, pd.DataFrame()))[1]
+    finally:
+        gen.close()
+    source = next((c for c in candidates if c in sample.columns
+                   and looks_like_designations(sample[c])), None)
+    if source is None:
+        return reader
+    impl = reader._impl
+
+    def gen_with_coordinates(chunk_size: int) -> Iterator[pd.DataFrame]:
+        for frame in impl(chunk_size):
+            frame = frame.copy()
+            frame.columns = reader.columns[:len(frame.columns)]
+            ra, dec = designation_degrees(pd.Series(text_values(frame[source])))
+            frame[DERIVED_RA], frame[DERIVED_DEC] = ra, dec
+            yield frame
+
+    how = ("centre of the interval the IAU name truncates to (see "
+           "galmerge.inference.coordinates)")
+    reader.meta = reader.meta.with_columns({
+        DERIVED_RA: ColumnMeta(unit="deg", ucd="pos.eq.ra;meta.main",
+                               description=f"RA (J2000) from the designation in {source}: {how}"),
+        DERIVED_DEC: ColumnMeta(unit="deg", ucd="pos.eq.dec;meta.main",
+                                description=f"Dec (J2000) from the designation in {source}: "
+                                            f"{how}")})
+    reader.columns = [*reader.columns, DERIVED_RA, DERIVED_DEC]
+    reader._impl = gen_with_coordinates
+    reader.warnings.append(f"no RA/Dec columns: coordinates derived from the IAU designations in "
+                           f"column {source!r} (columns {DERIVED_RA}, {DERIVED_DEC}; names "
+                           "truncate, the centre of each truncated interval is used)")
+    return reader
 
 
 def _made_safe(reader: CatalogReader) -> CatalogReader:

@@ -70,6 +70,7 @@ from galmerge.inference.writers import (
     RESULT_COLUMNS,
     AssemblyResult,
     assemble,
+    check_output_columns,
     output_format,
     part_path,
     part_rows,
@@ -619,7 +620,7 @@ class ClassifyRun:
         reader = open_catalog(cat, opts.format)
         cols = find_columns(reader.columns, where=str(cat), id_col=opts.id_col,
                             ra_col=opts.ra_col, dec_col=opts.dec_col,
-                            file_loc_col=opts.file_loc_col)
+                            file_loc_col=opts.file_loc_col, meta=reader.meta)
         if opts.fetch is not None and cols.ra is None:
             raise GalmergeError(
                 f"{cat}: --fetch needs coordinates, but no RA/Dec columns were found (looked "
@@ -639,6 +640,7 @@ class ClassifyRun:
         out = Path(output) if output is not None else default_output(cat, reader.format)
         check_output(out)
         fmt = output_format(out)
+        check_output_columns(out, fmt, len(reader.columns) + len(RESULT_COLUMNS))
         if out.resolve() == cat.resolve():
             raise GalmergeError(f"{out}: output would overwrite the input catalogue")
         self.catalog, self.reader, self.columns, self.options = cat, reader, cols, opts

@@ -52,6 +52,7 @@ TYPED_FORMATS = ("ipac", "cds", "mrt")
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
 _BINARY_MAGIC = ((b"SIMPLE  =", "fits"), (b"PAR1", "parquet"), (b"\x89HDF\r\n\x1a\n", "hdf5"))
 _HEAD_LINES = 200
+_SELF_EVIDENT = ("csv", "tsv", "ipac", "cds", "mrt", "sextractor")
 _RULE = re.compile(r"^[\s\-=+|]*[-=][\s\-=+|]*$")
 _LINE_END = re.compile(r"\r\r\n|\r\n|\r|\n")
 
@@ -181,7 +182,9 @@ def sniff(path: Path) -> str:
     tried = []
     for fmt in _candidates(lines, path):
         tried.append(fmt)
-        if fmt in ("csv", "tsv") or _parses(fmt, lines, path):
+        # formats that announce themselves are trusted (their reader then names any
+        # fault); the others must parse their first lines
+        if fmt in _SELF_EVIDENT or _parses(fmt, lines, path):
             return fmt
     raise GalmergeError(f"{path}: cannot tell the table format (tried {', '.join(tried)} on "
                         "its first lines)", hint="pass --format")

@@ -82,6 +82,14 @@ def output_format(path: str | Path) -> str:
     return OUTPUT_FORMATS[ext]
 
 
+def check_output_columns(out: str | Path, fmt: str, n_columns: int) -> None:
+    """Refuse (one line) an output the format cannot hold: FITS tables stop at 999 columns."""
+    if fmt == "fits" and n_columns > FITS_MAX_COLUMNS:
+        raise GalmergeError(f"{out}: a FITS table holds at most {FITS_MAX_COLUMNS} columns, "
+                            f"this one would have {n_columns}",
+                            hint="write .parquet, .vot, .ecsv or .h5 instead")
+
+
 def part_path(work_dir: Path, k: int) -> Path:
     """Path of chunk ``k``'s part file."""
     return work_dir / f"part-{k:06d}.parquet"
@@ -804,10 +812,7 @@ def assemble(parts: list[Path], out: str | Path, *, meta: dict[str, Any], id_col
     meta["classified"] = scan.status_counts.get(OK, 0)
     meta["mergers_at_threshold"] = scan.n_merger
     meta["duplicate_ids"] = len(scan.duplicate_rows)
-    if fmt == "fits" and len(scan.schema) > FITS_MAX_COLUMNS:
-        raise GalmergeError(f"{out}: a FITS table holds at most {FITS_MAX_COLUMNS} columns, "
-                            f"this one has {len(scan.schema)}",
-                            hint="write .parquet, .vot, .ecsv or .h5 instead")
+    check_output_columns(out, fmt, len(scan.schema))
     full_meta = (table_meta or TableMeta()).with_columns(
         result_column_meta(str(meta.get("model", "?")), meta.get("threshold")))
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
