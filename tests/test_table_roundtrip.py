@@ -78,7 +78,7 @@ def test_19_digit_integers_stay_exact_in_typed_outputs(example: Path, ext: str) 
     assert t["dr8objid"].dtype.kind == "i"
     assert [int(v) for v in t["huge"]] == [2**64 - 1, 3, 2**63, 0]
     # VOTable has no unsigned long: such a column is written as its exact text
-    assert t["huge"].dtype.kind == ("U" if ext == "vot" else "u")
+    assert t["huge"].dtype.kind in ("OU" if ext == "vot" else "u")
 
 
 def test_fits_unsigned_columns_round_trip_exactly(example: Path) -> None:

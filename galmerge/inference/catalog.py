@@ -34,6 +34,7 @@ Torch-free.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import warnings
 from collections.abc import Iterator, Sequence
@@ -502,23 +503,34 @@ def _open_tsv(p: Path) -> CatalogReader:
 def _open_csv(p: Path, sep: str = ",", fmt: str = "csv") -> CatalogReader:
     skip = _leading_comment_lines(p)
     kw = _pandas_text_kw(sep)
+    head = tf.head_lines(p, skip + 6)[skip:]
+    # a delimiter closing every data row but not the header (spreadsheet exports): the
+    # empty last field is dropped (index_col=False), quietly; any other extra field warns
+    trailing = len(head) > 1 and not head[0].rstrip().endswith(sep) and all(
+        ln.rstrip().endswith(sep) for ln in head[1:])
+    if not head:
+        raise GalmergeError(f"{p}: catalogue has no header and no rows")
+    # the names as written (pandas would rename repeats itself): see _made_safe
+    names = [v.strip() for v in next(csv.reader(head, delimiter=sep))]
+    kw.update(header=0, names=safe_names(names)[0])  # pandas refuses repeated names
     try:
-        with _after_lines(p, skip) as fh:
-            raw = pd.read_csv(fh, nrows=3, header=None, **kw)
+        with _after_lines(p, skip) as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            first = pd.read_csv(fh, nrows=2, **kw)
     except pd.errors.EmptyDataError:
         raise GalmergeError(f"{p}: catalogue has no header and no rows") from None
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError, OSError) as exc:
         raise _unparseable(p, fmt.upper(), exc) from None
-    names = [str(v).strip() for v in raw.iloc[0].tolist()]
-    if len(raw) < 2:
+    if len(first) == 0:
         raise GalmergeError(f"{p}: catalogue has no rows (header only)")
-    kw.update(header=0, names=names)
     lines = _count_lines(p)
 
     def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
         try:
             with _after_lines(p, skip) as fh, pd.read_csv(fh, chunksize=chunk_size,
-                                                          **kw) as it:
+                                                          **kw) as it, warnings.catch_warnings():
+                if trailing:
+                    warnings.simplefilter("ignore", pd.errors.ParserWarning)
                 for frame in it:
                     # Short rows give NaN even with na_filter=False: keep text everywhere.
                     yield frame.fillna("")
