@@ -44,8 +44,28 @@ def _jpattern() -> str:
     return jparser.JCOORD_REGEX
 
 
+#: The canonical catalogue form (``12:30:49.42``, ``-00 31 35.6``): sign, three fields
+#: separated by colons or spaces, in the column's unit. Everything else (``12h30m49s``,
+#: ``+12d23m28s``, two fields...) goes to astropy.
+_CANONICAL = r"^\s*([+-]?)(\d{1,3})(?::|\s+)(\d{1,2})(?::|\s+)(\d{1,2}(?:\.\d*)?)\s*$"
+
+
+def _canonical(text: np.ndarray, hours: bool) -> np.ndarray:
+    """Degrees of the values in :data:`_CANONICAL` form (NaN elsewhere), all at once."""
+    g = pd.Series(text, dtype=object).astype(str).str.extract(_CANONICAL)
+    d, m, sec = (pd.to_numeric(g[i], errors="coerce").to_numpy(dtype=np.float64)
+                 for i in (1, 2, 3))
+    ok = (m < 60) & (sec < 60) & ((d < 24) if hours else (d <= 360))  # as astropy checks
+    value = np.where(g[0].to_numpy() == "-", -1.0, 1.0) * (d + m / 60.0 + sec / 3600.0)
+    return np.where(ok, value * (15.0 if hours else 1.0), np.nan)
+
+
 def sexagesimal_degrees(text: np.ndarray, *, hours: bool) -> tuple[np.ndarray, np.ndarray]:
     """Degrees from angle strings, and a mask of the values that are not angles.
+
+    The canonical forms (:data:`_CANONICAL`) are converted for the whole array at
+    once (the same numbers astropy gives, a test checks); any other value is
+    parsed by astropy's :class:`~astropy.coordinates.Angle`.
 
     Args:
         text: strings (RA in hours when ``hours``, Dec in degrees).
@@ -54,10 +74,10 @@ def sexagesimal_degrees(text: np.ndarray, *, hours: bool) -> tuple[np.ndarray, n
     from astropy import units as u
     from astropy.coordinates import Angle
 
-    out = np.full(len(text), np.nan)
+    out = _canonical(text, hours)
     looks = np.array([bool(_SEXAGESIMAL.search(s)) for s in text], dtype=bool)
     bad = ~looks
-    idx = np.flatnonzero(looks)
+    idx = np.flatnonzero(looks & ~np.isfinite(out))
     if not len(idx):
         return out, bad
     unit = u.hourangle if hours else u.deg
