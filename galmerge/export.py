@@ -48,6 +48,7 @@ from galmerge.conventions import (
     to_convention,
 )
 from galmerge.errors import GalmergeError
+from galmerge.inference.engine import import_onnxruntime
 from galmerge.training.checkpoint import Checkpoint, load_checkpoint
 
 #: Maximum |p_onnx - p_torch| accepted at export (issue 4).
@@ -306,8 +307,7 @@ def _real_inputs(conv: ModelConvention, files: list[Path] | None) -> tuple[np.nd
 def _check_parity(blob: bytes, wrapper: nn.Module, conv: ModelConvention, norm: Normalisation,
                   *, seed: int, parity_images: list[Path] | None
                   ) -> tuple[dict[str, Any], list[str]]:
-    import onnxruntime as ort
-
+    ort = import_onnxruntime()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])

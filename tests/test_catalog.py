@@ -99,11 +99,18 @@ def test_compressed_csv_and_explicit_format(tmp_path: Path) -> None:
     with gzip.open(gz, "wt") as f:
         f.write("objid,ra,dec\n587722952231026744,1,2\n")
     assert read_catalog(gz)["objid"][0] == "587722952231026744"
-    odd = tmp_path / "c.dat"
+    odd = tmp_path / "c.dat"  # an extension that says little: recognised by content
     odd.write_text("objid,ra,dec\n1,2,3\n")
-    with pytest.raises(GalmergeError, match="pass --format"):
-        open_catalog(odd)
+    assert open_catalog(odd).format == "csv"
     assert len(read_catalog(odd, "csv")) == 1
+    junk = tmp_path / "junk.dat"
+    junk.write_bytes(b"\x00\x01\x02 binary junk \x03")
+    with pytest.raises(GalmergeError, match=r"no known table format \(tried FITS"):
+        open_catalog(junk)
+    prose = tmp_path / "notes.txt"
+    prose.write_text("just one line of prose\n")
+    with pytest.raises(GalmergeError, match=r"cannot tell the table format \(tried whitespace"):
+        open_catalog(prose)
 
 
 def test_darg_fits_keeps_sentinels_and_64_bit_ids(darg_dir: Path) -> None:

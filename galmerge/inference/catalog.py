@@ -33,39 +33,61 @@ Torch-free.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 
 from galmerge.errors import GalmergeError
+from galmerge.inference import textformats as tf
+from galmerge.inference.coordinates import (
+    DESIGNATION_COLUMNS,
+    designation_degrees,
+    looks_like_designations,
+    sexagesimal_degrees,
+)
+from galmerge.inference.tablemeta import ColumnMeta, TableMeta, astropy_meta, safe_names
 
-FORMATS = ("csv", "ecsv", "fits", "votable", "parquet", "hdf5")
+FORMATS = ("csv", "tsv", "ecsv", "fits", "votable", "parquet", "hdf5",
+           *tf.ASTROPY_TEXT_FORMATS)
+#: Extensions that name a format; any other (``.txt``, ``.dat``, ``.tbl``, none) is
+#: recognised by content (:func:`galmerge.inference.textformats.sniff`).
 _EXTENSIONS = {
-    ".csv": "csv", ".txt": "csv", ".tsv": "csv", ".ecsv": "ecsv",
+    ".csv": "csv", ".tsv": "tsv", ".ecsv": "ecsv",
     ".fits": "fits", ".fit": "fits", ".fts": "fits",
     ".vot": "votable", ".votable": "votable", ".xml": "votable",
     ".parquet": "parquet", ".pq": "parquet",
     ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5",
+    ".ipac": "ipac", ".mrt": "mrt",
 }
-_COMPRESSION = (".gz", ".bz2", ".xz", ".zip", ".zst")
+_ALIASES = {"vot": "votable", "xml": "votable", "h5": "hdf5", "pq": "parquet", "fit": "fits",
+            "tab": "tsv", "ascii": "whitespace", "basic": "whitespace", "sex": "sextractor",
+            "fixed": "fixed_width", "fwf": "fixed_width"}
+_COMPRESSION = (".gz", ".bz2", ".xz")
 #: VOTable cannot be streamed (astropy parses the whole XML); bigger files are refused.
 VOTABLE_MAX_BYTES = 512 * 1024 * 1024
 
 #: Candidate id columns, in order of preference (case-insensitive).
 ID_COLUMNS = ("objid", "objID", "id_str", "id", "dr7objid", "dr8objid", "object1", "object_id",
-              "objectid", "source_id", "sourceid", "galaxy_id", "iauname", "name")
+              "objectid", "source_id", "sourceid", "galaxy_id", "sdss_id", "sdss id", "iauname",
+              "name", "designation", "number")
 #: Candidate (RA, Dec) column pairs, in order of preference (case-insensitive).
 COORD_COLUMNS = (("ra", "dec"), ("raj2000", "dej2000"), ("raj2000", "decj2000"),
                  ("_raj2000", "_dej2000"), ("ra_deg", "dec_deg"), ("radeg", "decdeg"),
                  ("ra_j2000", "dec_j2000"), ("ra_icrs", "de_icrs"), ("ra_icrs", "dec_icrs"),
-                 ("ra1", "dec1"), ("ra_1", "dec_1"), ("alpha", "delta"))
+                 ("ra1", "dec1"), ("ra_1", "dec_1"), ("alpha", "delta"),
+                 ("radeg", "dedeg"), ("alpha_j2000", "delta_j2000"))
+#: UCDs that mark the main id and position columns (VOTable/ECSV), found before names.
+ID_UCD, RA_UCD, DEC_UCD = "meta.id;meta.main", "pos.eq.ra;meta.main", "pos.eq.dec;meta.main"
+#: Names of the columns derived from IAU designations when a table has no RA/Dec.
+DERIVED_RA, DERIVED_DEC = "ra_from_name", "dec_from_name"
 #: Candidate per-row cutout path columns (Zoobot's ``file_loc`` first).
 FILE_LOC_COLUMNS = ("file_loc", "file_path", "filepath", "filename", "local_path")
 #: Values that catalogues use for "no value" in numeric coordinate columns.
@@ -73,11 +95,15 @@ SENTINELS = (-9999.0, -999.0, -99.0, 9999.0, 99999.0, -99999.0)
 
 
 def detect_format(path: str | Path, fmt: str | None = None) -> str:
-    """Catalogue format from ``fmt`` or the file extension."""
+    """Catalogue format from ``fmt``, a telling extension, or else the file's content.
+
+    Raises:
+        GalmergeError: unknown ``fmt``, or content no reader accepts (the
+            message names the formats tried).
+    """
     if fmt:
-        f = fmt.lower().lstrip(".")
-        f = {"vot": "votable", "xml": "votable", "h5": "hdf5", "pq": "parquet",
-             "fit": "fits", "txt": "csv"}.get(f, f)
+        f = fmt.lower().lstrip(".").replace("-", "_")
+        f = _ALIASES.get(f, f)
         if f not in FORMATS:
             raise GalmergeError(f"unknown catalogue format {fmt!r}",
                                 hint=f"use one of {', '.join(FORMATS)}")
@@ -88,11 +114,9 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
             name = name[: -len(comp)]
             break
     ext = Path(name).suffix
-    if ext not in _EXTENSIONS:
-        raise GalmergeError(
-            f"{path}: cannot tell the catalogue format from the extension {ext or '(none)'!r}",
-            hint=f"pass --format ({', '.join(FORMATS)})")
-    return _EXTENSIONS[ext]
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    return tf.sniff(Path(path))
 
 
 @dataclass(frozen=True)
@@ -129,18 +153,42 @@ def _explicit(names: Sequence[str], want: str, what: str, where: str) -> str:
                         hint=f"columns are: {', '.join(list(names)[:30])}")
 
 
+def _by_ucd(names: Sequence[str], meta: TableMeta | None, ucd: str) -> str | None:
+    if meta is None:
+        return None
+    return next((n for n in names if (meta.get(n).ucd or "").lower() == ucd), None)
+
+
+def coordinate_pair(names: Sequence[str], meta: TableMeta | None = None
+                    ) -> tuple[str | None, str | None]:
+    """The RA/Dec columns by UCD, else by the common names; ``(None, None)`` if none."""
+    ra, dec = _by_ucd(names, meta, RA_UCD), _by_ucd(names, meta, DEC_UCD)
+    if ra and dec:
+        return ra, dec
+    for a, b in COORD_COLUMNS:
+        pa, pb = _pick(names, (a,)), _pick(names, (b,))
+        if pa and pb:
+            return pa, pb
+    return None, None
+
+
 def find_columns(
     names: Sequence[str], *, where: str, id_col: str | None = None, ra_col: str | None = None,
     dec_col: str | None = None, file_loc_col: str | None = None,
+    meta: TableMeta | None = None,
 ) -> Columns:
-    """Find the id / RA / Dec / file_loc columns (explicit names win).
+    """Find the id / RA / Dec / file_loc columns.
+
+    Explicit names win; then UCDs (``meta.id;meta.main``, ``pos.eq.ra;meta.main``,
+    ``pos.eq.dec;meta.main`` in ``meta``, e.g. from a VOTable or ECSV); then the
+    common names of :data:`ID_COLUMNS` and :data:`COORD_COLUMNS`.
 
     Raises:
         GalmergeError: no id column, only one of RA/Dec, or an explicit name
             that is not in the catalogue.
     """
     cid = (_explicit(names, id_col, "--id-col", where) if id_col
-           else _pick(names, ID_COLUMNS))
+           else _by_ucd(names, meta, ID_UCD) or _pick(names, ID_COLUMNS))
     if cid is None:
         raise GalmergeError(
             f"{where}: no id column (looked for {', '.join(ID_COLUMNS)})",
@@ -153,12 +201,7 @@ def find_columns(
         ra = _explicit(names, ra_col, "--ra-col", where)
         dec = _explicit(names, dec_col, "--dec-col", where)
     else:
-        ra = dec = None
-        for a, b in COORD_COLUMNS:
-            pa, pb = _pick(names, (a,)), _pick(names, (b,))
-            if pa and pb:
-                ra, dec = pa, pb
-                break
+        ra, dec = coordinate_pair(names, meta)
     floc = (_explicit(names, file_loc_col, "--file-loc-col", where) if file_loc_col
             else _pick(names, FILE_LOC_COLUMNS))
     return Columns(id=cid, ra=ra, dec=dec, file_loc=floc)
@@ -197,9 +240,6 @@ def id_strings(col: pd.Series) -> tuple[np.ndarray, bool]:
 def text_values(col: pd.Series) -> np.ndarray:
     """A column as stripped strings (``""`` for missing), e.g. ``file_loc``."""
     return id_strings(col)[0]
-
-
-_SEXAGESIMAL = re.compile(r"[:hdms°'\"]|\s\d")
 
 
 def parse_coordinates(ra: pd.Series, dec: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -247,27 +287,19 @@ def _to_degrees(col: pd.Series, *, hours: bool) -> tuple[np.ndarray, list[str]]:
     vals = np.array(pd.to_numeric(pd.Series(text, dtype=object), errors="coerce"),
                     dtype=np.float64)
     bad = [""] * n
-    todo = [i for i in range(n) if not np.isfinite(vals[i])]
-    if not todo:
+    todo = np.flatnonzero(~np.isfinite(vals))
+    if not len(todo):
         return vals, bad
-    from astropy import units as u
-    from astropy.coordinates import Angle
-
-    unit = u.hourangle if hours else u.deg
-    for i in todo:
-        s = str(text[i])
-        if s == "" or s.lower() in ("nan", "null", "none", "--"):
-            bad[i] = f"{what} missing or NaN"
-            continue
-        if not _SEXAGESIMAL.search(s):
-            bad[i] = f"{what} {s!r} is not a number or sexagesimal angle"
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                vals[i] = Angle(s, unit=unit).to_value(u.deg)
-        except (ValueError, TypeError, u.UnitsError):
-            bad[i] = f"{what} {s!r} is not a number or sexagesimal angle"
+    words = text[todo]
+    missing = np.array([s == "" or s.lower() in ("nan", "null", "none", "--") for s in words],
+                       dtype=bool)
+    parse = todo[~missing]
+    deg, not_angle = sexagesimal_degrees(text[parse].astype(str), hours=hours)
+    vals[parse] = deg
+    for i in todo[missing]:
+        bad[i] = f"{what} missing or NaN"
+    for i in parse[not_angle]:
+        bad[i] = f"{what} {str(text[i])!r} is not a number or sexagesimal angle"
     return vals, bad
 
 
@@ -280,10 +312,14 @@ class CatalogReader:
     Attributes:
         path: the file.
         format: one of :data:`FORMATS`.
-        columns: column names, in file order.
-        n_rows: number of data rows when known (an estimate for CSV).
-        text_columns: True when every column is carried as its original text (CSV).
+        columns: column names, in file order (made unique and clear of the
+            result columns by :func:`~galmerge.inference.tablemeta.safe_names`).
+        n_rows: number of data rows when known (an estimate for text tables).
+        text_columns: True when every column is carried as its original text
+            (CSV, TSV and the untyped text formats); typed outputs infer types.
         note: how this format is read (shown with ``--verbose`` and in docs).
+        meta: the columns' units, UCDs, descriptions, formats and the table's meta.
+        warnings: what the reader changed (renamed columns), for the run summary.
     """
 
     path: Path
@@ -293,6 +329,8 @@ class CatalogReader:
     text_columns: bool = False
     note: str = ""
     _impl: Any = field(default=None, repr=False)
+    meta: TableMeta = field(default_factory=TableMeta)
+    warnings: list[str] = field(default_factory=list)
 
     def chunks(self, chunk_size: int, *, limit: int | None = None
                ) -> Iterator[tuple[int, pd.DataFrame]]:
@@ -301,10 +339,12 @@ class CatalogReader:
             raise GalmergeError(f"chunk size must be at least 1, got {chunk_size}")
         start = 0
         for frame in self._impl(chunk_size):
+            if len(frame) == 0:
+                continue
             if limit is not None and start + len(frame) > limit:
                 frame = frame.iloc[: max(0, limit - start)]
-            if len(frame) == 0:
-                break
+            if len(frame.columns) == len(self.columns):
+                frame.columns = self.columns
             yield start, frame.reset_index(drop=True)
             start += len(frame)
             if limit is not None and start >= limit:
@@ -325,11 +365,76 @@ def open_catalog(path: str | Path, fmt: str | None = None) -> CatalogReader:
     if p.stat().st_size == 0:
         raise GalmergeError(f"{p}: catalogue file is empty")
     f = detect_format(p, fmt)
-    opener = {"csv": _open_csv, "ecsv": _open_ecsv, "fits": _open_fits,
-              "votable": _open_votable, "parquet": _open_parquet, "hdf5": _open_hdf5}[f]
-    reader = opener(p)
+    if f in tf.ASTROPY_TEXT_FORMATS:
+        reader = _open_text(p, f)
+    else:
+        opener = {"csv": _open_csv, "tsv": _open_tsv, "ecsv": _open_ecsv, "fits": _open_fits,
+                  "votable": _open_votable, "parquet": _open_parquet, "hdf5": _open_hdf5}[f]
+        reader = opener(p)
     if reader.n_rows == 0:
         raise GalmergeError(f"{p}: catalogue has no rows")
+    return _with_designation_coordinates(_made_safe(reader))
+
+
+def _with_designation_coordinates(reader: CatalogReader) -> CatalogReader:
+    """A table without RA/Dec but with IAU designations gets :data:`DERIVED_RA`/``DEC``.
+
+    The columns are appended to every chunk (degrees, NaN where a name holds no
+    J coordinates), described in the metadata, and the run summary says so.
+    """
+    if coordinate_pair(reader.columns, reader.meta) != (None, None):
+        return reader
+    if DERIVED_RA in reader.columns or DERIVED_DEC in reader.columns:
+        return reader
+    candidates = [c for c in (_pick(reader.columns, (n,)) for n in DESIGNATION_COLUMNS) if c]
+    if not candidates:
+        return reader
+    gen = reader.chunks(200)
+    try:
+        sample = next(gen, (0, pd.DataFrame()))[1]
+    finally:
+        gen.close()
+    source = next((c for c in candidates if c in sample.columns
+                   and looks_like_designations(sample[c])), None)
+    if source is None:
+        return reader
+    impl = reader._impl
+
+    def gen_with_coordinates(chunk_size: int) -> Iterator[pd.DataFrame]:
+        for frame in impl(chunk_size):
+            frame = frame.copy()
+            frame.columns = reader.columns[:len(frame.columns)]
+            ra, dec = designation_degrees(pd.Series(text_values(frame[source])))
+            frame[DERIVED_RA], frame[DERIVED_DEC] = ra, dec
+            yield frame
+
+    how = ("centre of the interval the IAU name truncates to (see "
+           "galmerge.inference.coordinates)")
+    reader.meta = reader.meta.with_columns({
+        DERIVED_RA: ColumnMeta(unit="deg", ucd="pos.eq.ra;meta.main",
+                               description=f"RA (J2000) from the designation in {source}: {how}"),
+        DERIVED_DEC: ColumnMeta(unit="deg", ucd="pos.eq.dec;meta.main",
+                                description=f"Dec (J2000) from the designation in {source}: "
+                                            f"{how}")})
+    reader.columns = [*reader.columns, DERIVED_RA, DERIVED_DEC]
+    reader._impl = gen_with_coordinates
+    reader.warnings.append(f"no RA/Dec columns: coordinates derived from the IAU designations in "
+                           f"column {source!r} (columns {DERIVED_RA}, {DERIVED_DEC}; names "
+                           "truncate, the centre of each truncated interval is used)")
+    return reader
+
+
+def _made_safe(reader: CatalogReader) -> CatalogReader:
+    """Rename repeated columns and columns named like a result column (with a warning)."""
+    names, renamed, notes = safe_names(reader.columns)
+    if renamed:
+        old = reader.columns
+        reader.meta = reader.meta.renamed({old[i]: new for i, new in renamed.items()
+                                           if old.count(old[i]) == 1})
+        reader.columns = names
+        reader.warnings.extend(notes)
+        for note in notes:
+            warnings.warn(f"{reader.path}: {note}", stacklevel=3)
     return reader
 
 
@@ -340,134 +445,193 @@ def _unparseable(p: Path, fmt: str, exc: BaseException) -> GalmergeError:
 
 
 def _count_lines(p: Path) -> int | None:
-    if p.suffix.lower() in _COMPRESSION:
+    if tf.compression(p) is not None:
         return None
     n = 0
     last = b"\n"
     with p.open("rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
-            n += block.count(b"\n")
+            n += block.count(b"\n") or block.count(b"\r")
             last = block[-1:]
-    return n + (0 if last == b"\n" else 1)
+    return n + (0 if last in (b"\n", b"\r") else 1)
 
 
 def _leading_comment_lines(p: Path) -> int:
     """Lines starting with ``#`` before the header (e.g. SkyServer's ``#Table1``)."""
-    import gzip
-
-    opener: Any = gzip.open if p.name.lower().endswith(".gz") else open
     n = 0
-    try:
-        with opener(p, "rt", encoding="utf-8-sig", errors="replace") as f:
-            for line in f:
-                if not line.startswith("#"):
-                    break
-                n += 1
-                if n > 10000:
-                    break
-    except (OSError, EOFError):
-        return 0
+    for line in tf.head_lines(p, 10000):
+        if not line.startswith("#"):
+            break
+        n += 1
     return n
 
 
-def _open_csv(p: Path) -> CatalogReader:
-    sep = "\t" if p.name.lower().split(".")[-1] == "tsv" or ".tsv." in p.name.lower() else ","
+def _pandas_text_kw(sep: str) -> dict[str, Any]:
+    """pandas options that keep every field as its text, never make an index.
+
+    ``index_col=False``: a trailing delimiter on every data row (spreadsheet
+    exports) must not turn the first column into an index.
+    """
+    return dict(sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                skipinitialspace=False, encoding="utf-8-sig", encoding_errors="replace",
+                index_col=False, skip_blank_lines=True)
+
+
+@contextlib.contextmanager
+def _after_lines(p: Path, n: int) -> Iterator[IO[bytes]]:
+    """The (decompressed) file positioned after its first ``n`` non-blank lines.
+
+    Skipping by hand, not with pandas ``skiprows``: pandas tokenises skipped
+    lines, so a quote in a comment (an ECSV ``delimiter: ","``) would swallow
+    the rows after it.
+    """
+    with tf.open_binary(p) as fh:
+        done = 0
+        while done < n:
+            line = fh.readline()
+            if not line:
+                break
+            if line.strip():
+                done += 1
+        yield fh
+
+
+def _open_tsv(p: Path) -> CatalogReader:
+    return _open_csv(p, sep="\t", fmt="tsv")
+
+
+def _open_csv(p: Path, sep: str = ",", fmt: str = "csv") -> CatalogReader:
     skip = _leading_comment_lines(p)
-    kw: dict[str, Any] = dict(sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                              skipinitialspace=False, encoding="utf-8-sig",
-                              encoding_errors="replace", skiprows=skip)
+    kw = _pandas_text_kw(sep)
+    head = tf.head_lines(p, skip + 6)[skip:]
+    # a delimiter closing every data row but not the header (spreadsheet exports): the
+    # empty last field is dropped (index_col=False), quietly; any other extra field warns
+    trailing = len(head) > 1 and not head[0].rstrip().endswith(sep) and all(
+        ln.rstrip().endswith(sep) for ln in head[1:])
+    if not head:
+        raise GalmergeError(f"{p}: catalogue has no header and no rows")
+    # the names as written (pandas would rename repeats itself): see _made_safe
+    names = [v.strip() for v in next(csv.reader(head, delimiter=sep))]
+    kw.update(header=0, names=safe_names(names)[0])  # pandas refuses repeated names
     try:
-        head = pd.read_csv(p, nrows=2, **kw)
+        with _after_lines(p, skip) as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            first = pd.read_csv(fh, nrows=2, **kw)
     except pd.errors.EmptyDataError:
         raise GalmergeError(f"{p}: catalogue has no header and no rows") from None
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError, OSError) as exc:
-        raise _unparseable(p, "CSV", exc) from None
-    columns = [str(c) for c in head.columns]
-    if len(head) == 0:
+        raise _unparseable(p, fmt.upper(), exc) from None
+    if len(first) == 0:
         raise GalmergeError(f"{p}: catalogue has no rows (header only)")
     lines = _count_lines(p)
 
     def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
         try:
-            with pd.read_csv(p, chunksize=chunk_size, **kw) as it:
+            with _after_lines(p, skip) as fh, pd.read_csv(fh, chunksize=chunk_size,
+                                                          **kw) as it, warnings.catch_warnings():
+                if trailing:
+                    warnings.simplefilter("ignore", pd.errors.ParserWarning)
                 for frame in it:
                     # Short rows give NaN even with na_filter=False: keep text everywhere.
                     yield frame.fillna("")
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
-            raise _unparseable(p, "CSV", exc) from None
+            raise _unparseable(p, fmt.upper(), exc) from None
 
-    return CatalogReader(p, "csv", columns,
+    return CatalogReader(p, fmt, names,
                          None if lines is None else max(0, lines - 1 - skip),
                          text_columns=True, note="streamed with pandas; columns kept as text",
                          _impl=gen)
 
 
-def _ecsv_header(p: Path) -> tuple[list[str], int]:
+def _open_text(p: Path, fmt: str) -> CatalogReader:
+    table = tf.open_text_table(p, fmt)
+
+    def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
+        for t in table.chunks(chunk_size):
+            yield table_to_frame(t)
+
+    lines = _count_lines(p)
+    return CatalogReader(p, fmt, table.columns,
+                         None if lines is None else max(0, lines - table.header_lines),
+                         text_columns=not table.typed, note=table.note, _impl=gen,
+                         meta=table.meta)
+
+
+def _ecsv_header(p: Path) -> tuple[dict[str, Any], int]:
+    """The ECSV YAML header parsed by astropy, and the lines before the data rows."""
+    from astropy.table import meta as table_meta
+
     lines: list[str] = []
-    with p.open("r", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith("#"):
-                lines.append(line)
-            else:
-                lines.append(line)  # the column-name line
-                break
-    if not lines or not lines[0].startswith("# %ECSV"):
+    for line in tf.text_lines(p):
+        if not line.startswith("#"):
+            break  # the column-name line
+        lines.append(line[2:] if line.startswith("# ") else line[1:])
+    if not lines or not lines[0].startswith("%ECSV"):
         raise GalmergeError(f"{p}: not an ECSV file (no '# %ECSV' first line)",
                             hint="pass --format csv for a plain CSV")
-    return lines, len(lines)
+    try:
+        header = table_meta.get_header_from_yaml(lines)
+    except Exception as exc:  # YamlParseError and what the YAML loader raises
+        raise _unparseable(p, "ECSV", exc) from None
+    if not isinstance(header, dict) or "datatype" not in header:
+        raise GalmergeError(f"{p}: ECSV header has no datatype list")
+    return header, len(lines) + 1
+
+
+def _ecsv_meta(header: dict[str, Any]) -> TableMeta:
+    cols = {}
+    for d in header["datatype"]:
+        meta = d.get("meta") or {}
+        cols[d["name"]] = ColumnMeta(unit=d.get("unit"), ucd=meta.get("ucd"),
+                                     description=d.get("description"), format=d.get("format"))
+    table = {str(k): v for k, v in dict(header.get("meta") or {}).items()}
+    return TableMeta({k: v for k, v in cols.items() if not v.is_empty()}, table)
 
 
 def _open_ecsv(p: Path) -> CatalogReader:
-    from astropy.table import Table
-
     header, nskip = _ecsv_header(p)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            empty = Table.read("".join(header), format="ascii.ecsv")
-    except Exception as exc:  # astropy raises many kinds for a bad header
-        raise _unparseable(p, "ECSV", exc) from None
-    columns = list(empty.colnames)
-    dtypes = {c: empty[c].dtype for c in columns}
-    delimiter = "," if "delimiter: ','" in "".join(header) else " "
+    columns = [d["name"] for d in header["datatype"]]
+    dtypes = {d["name"]: ("string" if d.get("subtype") else d.get("datatype", "string"))
+              for d in header["datatype"]}
+    delimiter = header.get("delimiter", " ")
+    if delimiter not in (" ", ","):
+        raise GalmergeError(f"{p}: ECSV delimiter {delimiter!r} (ECSV allows ' ' or ',')")
     lines = _count_lines(p)
+    kw = _pandas_text_kw(delimiter)
+    kw.update(quotechar='"', header=None, names=columns, skipinitialspace=delimiter == " ")
 
     def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
-        kw = dict(sep=delimiter, dtype=str, keep_default_na=False, na_filter=False,
-                  quotechar='"', skiprows=nskip, header=None, names=columns,
-                  skipinitialspace=delimiter == " ", chunksize=chunk_size, comment=None)
         try:
-            with pd.read_csv(p, **kw) as it:
+            with _after_lines(p, nskip) as fh, pd.read_csv(fh, chunksize=chunk_size,
+                                                           **kw) as it:
                 for frame in it:
                     yield _typed_from_text(frame.fillna(""), dtypes)
         except (pd.errors.ParserError, ValueError) as exc:
             raise _unparseable(p, "ECSV", exc) from None
 
     n = None if lines is None else max(0, lines - nskip)
-    return CatalogReader(p, "ecsv", columns, n, note="header parsed once, rows streamed",
-                         _impl=gen)
+    return CatalogReader(p, "ecsv", columns, n, note="YAML header parsed by astropy, rows "
+                         "streamed", _impl=gen, meta=_ecsv_meta(header))
 
 
-def _typed_from_text(frame: pd.DataFrame, dtypes: dict[str, np.dtype]) -> pd.DataFrame:
+def _typed_from_text(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
+    """ECSV text fields as the header's types (integers exact, ``""`` = missing)."""
     out = {}
     for c, dt in dtypes.items():
         s = frame[c]
-        if dt.kind in "iu":
+        if dt.startswith(("int", "uint")):
             mask = s == ""
-            if mask.any():
-                out[c] = pd.array([None if m else int(v) for v, m in zip(s, mask, strict=True)],
-                                  dtype="Int64")
-            else:
-                out[c] = s.astype(np.int64)
-        elif dt.kind == "f":
-            out[c] = pd.to_numeric(s.replace("", "nan"), errors="coerce").astype(np.float64)
-        elif dt.kind == "b":
+            nullable = _NULLABLE_INT[dt]
+            out[c] = pd.array([None if m else int(v) for v, m in zip(s, mask, strict=True)],
+                              dtype=nullable) if mask.any() else s.map(int).astype(dt)
+        elif dt.startswith("float"):
+            out[c] = pd.to_numeric(s.replace("", "nan"), errors="coerce").astype(dt)
+        elif dt == "bool":
             out[c] = pd.array([None if v == "" else v in ("True", "true", "1", "T")
                                for v in s], dtype="boolean")
         else:
             out[c] = s.astype(object)
     return pd.DataFrame(out)
-
 
 def _open_fits(p: Path) -> CatalogReader:
     from astropy.io import fits
@@ -491,7 +655,12 @@ def _open_fits(p: Path) -> CatalogReader:
     except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
         raise _unparseable(p, "FITS", exc) from None
     n = int(header.get("NAXIS2", 0))
-    names = [header.get(f"TTYPE{i}", f"col{i}") for i in range(1, int(header["TFIELDS"]) + 1)]
+    names = [str(header.get(f"TTYPE{i}", f"col{i}"))
+             for i in range(1, int(header["TFIELDS"]) + 1)]
+    meta = _fits_meta(header, names)
+    if tf.compression(p) is not None:  # .fits.gz: astropy decompresses the whole table
+        return CatalogReader(p, "fits", names, n, note="compressed: decompressed whole",
+                             _impl=_fits_memmap_chunks(p, table_hdu), meta=meta)
     rowlen = int(header["NAXIS1"])
     data_loc = int(info["datLoc"])
     size = p.stat().st_size
@@ -505,7 +674,24 @@ def _open_fits(p: Path) -> CatalogReader:
     else:
         gen = _fits_byte_chunks(p, header, data_loc, rowlen, n)
         note = "rows read by byte range"
-    return CatalogReader(p, "fits", [str(c) for c in names], n, note=note, _impl=gen)
+    return CatalogReader(p, "fits", names, n, note=note, _impl=gen, meta=meta)
+
+
+def _fits_meta(header: Any, names: list[str]) -> TableMeta:
+    """TUNITn, TCOMMn (description), TUCDn and TDISPn of a FITS table header."""
+    cols = {}
+    for i, name in enumerate(names, start=1):
+        cm = ColumnMeta(unit=_card(header, f"TUNIT{i}"), ucd=_card(header, f"TUCD{i}"),
+                        description=_card(header, f"TCOMM{i}"),
+                        format=None)
+        if not cm.is_empty():
+            cols[name] = cm
+    return TableMeta(cols, {})
+
+
+def _card(header: Any, key: str) -> str | None:
+    value = header.get(key)
+    return str(value).strip() or None if value is not None else None
 
 
 def _fits_byte_chunks(p: Path, header: Any, data_loc: int, rowlen: int, n: int) -> Any:
@@ -523,9 +709,10 @@ def _fits_byte_chunks(p: Path, header: Any, data_loc: int, rowlen: int, n: int) 
                 blob = h.tostring().encode("ascii") + data + b"\0" * ((-len(data)) % 2880)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    hdu = fits.BinTableHDU.fromstring(blob) if header.get(
-                        "XTENSION", "").strip() == "BINTABLE" else fits.TableHDU.fromstring(blob)
-                    table = Table.read(hdu)
+                    # uint=True: TZERO-offset (unsigned) integers stay exact, never float
+                    kind = (fits.BinTableHDU if header.get("XTENSION", "").strip() ==
+                            "BINTABLE" else fits.TableHDU)
+                    table = Table.read(kind.fromstring(blob, uint=True))
                 yield table_to_frame(table)
 
     return gen
@@ -537,7 +724,7 @@ def _fits_memmap_chunks(p: Path, index: int) -> Any:
     def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            table = Table.read(p, hdu=index, memmap=True)
+            table = Table.read(p, hdu=index, memmap=tf.compression(p) is None)
         for start in range(0, len(table), chunk_size):
             yield table_to_frame(table[start:start + chunk_size])
 
@@ -622,7 +809,8 @@ def _open_votable(p: Path) -> CatalogReader:
 
     return CatalogReader(p, "votable", list(table.colnames), len(table),
                          note=f"parsed whole (not streamable; limit "
-                              f"{VOTABLE_MAX_BYTES // 2**20} MiB)", _impl=gen)
+                              f"{VOTABLE_MAX_BYTES // 2**20} MiB)", _impl=gen,
+                         meta=astropy_meta(table))
 
 
 def arrow_to_frame(table: Any) -> pd.DataFrame:
@@ -667,7 +855,38 @@ def _open_parquet(p: Path) -> CatalogReader:
             raise _unparseable(p, "Parquet", exc) from None
 
     return CatalogReader(p, "parquet", names, pf.metadata.num_rows,
-                         note="streamed with pyarrow iter_batches", _impl=gen)
+                         note="streamed with pyarrow iter_batches", _impl=gen,
+                         meta=_arrow_meta(pf.schema_arrow))
+
+
+def _arrow_meta(schema: Any) -> TableMeta:
+    """Column metadata of a Parquet file: astropy's ``table_meta_yaml``, else field metadata."""
+    md = {k.decode(): v.decode("utf-8", "replace") for k, v in (schema.metadata or {}).items()}
+    if "table_meta_yaml" in md:
+        meta = _yaml_meta(md["table_meta_yaml"].split("\n"))
+        if meta is not None:
+            return meta
+    cols = {}
+    for f in schema:
+        fm = {k.decode(): v.decode("utf-8", "replace") for k, v in (f.metadata or {}).items()}
+        cm = ColumnMeta(unit=fm.get("unit"), ucd=fm.get("ucd"),
+                        description=fm.get("description"), format=fm.get("format"))
+        if not cm.is_empty():
+            cols[f.name] = cm
+    return TableMeta(cols, {})
+
+
+def _yaml_meta(lines: list[str]) -> TableMeta | None:
+    """Metadata from an astropy YAML table header (Parquet/HDF5 ``serialize_meta``)."""
+    from astropy.table import meta as table_meta
+
+    try:
+        header = table_meta.get_header_from_yaml(lines)
+    except Exception:  # a foreign or broken header: metadata is optional
+        return None
+    if not isinstance(header, dict) or "datatype" not in header:
+        return None
+    return _ecsv_meta(header)
 
 
 def _find_h5_table(h5: Any) -> list[str]:
@@ -703,6 +922,9 @@ def _open_hdf5(p: Path) -> CatalogReader:
         ds = h5[path]
         names = list(ds.dtype.names)
         n = int(ds.shape[0])
+        yaml = h5.get(path + ".__table_column_meta__")
+        meta = (_yaml_meta([b.decode("utf-8", "replace") for b in yaml[()]])
+                if yaml is not None else None)
 
     def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
         from astropy.table import Table
@@ -712,7 +934,8 @@ def _open_hdf5(p: Path) -> CatalogReader:
             for start in range(0, n, chunk_size):
                 yield table_to_frame(Table(d[start:start + chunk_size]))
 
-    return CatalogReader(p, "hdf5", names, n, note=f"h5py slices of {path!r}", _impl=gen)
+    return CatalogReader(p, "hdf5", names, n, note=f"h5py slices of {path!r}", _impl=gen,
+                         meta=meta or TableMeta())
 
 
 def read_catalog(path: str | Path, fmt: str | None = None) -> pd.DataFrame:

@@ -29,6 +29,28 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
+#: The extras that bring an ONNX Runtime (exactly one of them).
+RUNTIME_EXTRAS = ("galmerge[cpu]", "galmerge[gpu]")
+
+
+def import_onnxruntime() -> Any:
+    """The ``onnxruntime`` module, or a one-line :class:`GalmergeError` naming the extra.
+
+    The core install deliberately has no ONNX Runtime: pip extras can only add
+    packages, and ``onnxruntime`` beside ``onnxruntime-gpu`` silently loses the
+    CUDA provider, so the runtime comes from exactly one of ``galmerge[cpu]``
+    or ``galmerge[gpu]`` (see pyproject.toml).
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        raise GalmergeError(
+            "ONNX Runtime is not installed (the core galmerge install leaves it to an extra)",
+            hint=f"pip install '{RUNTIME_EXTRAS[0]}', or '{RUNTIME_EXTRAS[1]}' for CUDA "
+                 "(never both)") from None
+    return onnxruntime
+
+
 def available_cpus() -> int:
     """CPU cores this process may use: affinity mask, cgroup quota, physical cores.
 
@@ -106,8 +128,7 @@ class OnnxClassifier:
 
     def __init__(self, model_path: str | Path, *, device: str = "auto",
                  batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         p = Path(model_path)
         if device not in DEVICES:
             raise GalmergeError(f"unknown device {device!r}", hint="use auto, cpu or cuda")

@@ -342,7 +342,7 @@ def catalog_requests(config: FetchConfig, convention: ModelConvention | None
     cat = Path(config.catalog)
     reader = open_catalog(cat, config.format)
     cols = find_columns(reader.columns, where=str(cat), id_col=config.id_col,
-                        ra_col=config.ra_col, dec_col=config.dec_col)
+                        ra_col=config.ra_col, dec_col=config.dec_col, meta=reader.meta)
     if cols.ra is None:
         raise GalmergeError(f"{cat}: no coordinate columns (looked for ra/dec, RAJ2000/DEJ2000, "
                             "ra_deg, ra1/dec1, ...)", hint="name them with --ra-col/--dec-col")

@@ -70,6 +70,7 @@ from galmerge.inference.writers import (
     RESULT_COLUMNS,
     AssemblyResult,
     assemble,
+    check_output_columns,
     output_format,
     part_path,
     part_rows,
@@ -619,7 +620,7 @@ class ClassifyRun:
         reader = open_catalog(cat, opts.format)
         cols = find_columns(reader.columns, where=str(cat), id_col=opts.id_col,
                             ra_col=opts.ra_col, dec_col=opts.dec_col,
-                            file_loc_col=opts.file_loc_col)
+                            file_loc_col=opts.file_loc_col, meta=reader.meta)
         if opts.fetch is not None and cols.ra is None:
             raise GalmergeError(
                 f"{cat}: --fetch needs coordinates, but no RA/Dec columns were found (looked "
@@ -639,6 +640,7 @@ class ClassifyRun:
         out = Path(output) if output is not None else default_output(cat, reader.format)
         check_output(out)
         fmt = output_format(out)
+        check_output_columns(out, fmt, len(reader.columns) + len(RESULT_COLUMNS))
         if out.resolve() == cat.resolve():
             raise GalmergeError(f"{out}: output would overwrite the input catalogue")
         self.catalog, self.reader, self.columns, self.options = cat, reader, cols, opts
@@ -745,7 +747,7 @@ class ClassifyRun:
                           meta=self.metadata(), id_col=self.columns.id,
                           text_columns=self.reader.text_columns,
                           keep_text={c for c in (self.columns.file_loc,) if c},
-                          progress=progress)
+                          progress=progress, table_meta=self.reader.meta)
         self.__exit__()
         shutil.rmtree(self.work, ignore_errors=True)
         return result
@@ -817,7 +819,7 @@ def classify_catalog(
         ctx.close()
         run.close()
     clf = run.classifier
-    warnings = sorted(ctx.warnings)
+    warnings = sorted(ctx.warnings | set(run.reader.warnings))
     if clf.placeholder:
         warnings.insert(0, f"model {clf.name} is a PLACEHOLDER (untrained), not a science model: "
                            "its probabilities carry no information")

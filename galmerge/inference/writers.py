@@ -46,18 +46,31 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 import pandas as pd
 
+from galmerge import __version__
 from galmerge.errors import GalmergeError
 from galmerge.inference.catalog import arrow_to_frame
 from galmerge.inference.cutouts import OK, STATUSES
+from galmerge.inference.tablemeta import (
+    RESULT_COLUMNS,
+    ColumnMeta,
+    TableMeta,
+    arrow_field_metadata,
+    astropy_yaml,
+    fits_column_cards,
+    has_xml_bad,
+    result_column_meta,
+    votable_field_attrs,
+    xml_safe,
+)
 
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits",
                   ".fit": "fits", ".ecsv": "ecsv", ".vot": "votable", ".votable": "votable",
                   ".xml": "votable", ".h5": "hdf5", ".hdf5": "hdf5"}
-#: Columns added to every row.
-RESULT_COLUMNS = ("p_merger", "is_merger", "status", "status_detail")
 PART_GLOB = "part-*.parquet"
 #: FITS/HDF5 stand-in for a missing integer (FITS ``TNULLn``).
 INT_NULL = np.iinfo(np.int64).min
+#: A FITS table's column limit (TFIELDS <= 999).
+FITS_MAX_COLUMNS = 999
 
 
 def output_format(path: str | Path) -> str:
@@ -67,6 +80,14 @@ def output_format(path: str | Path) -> str:
         raise GalmergeError(f"{path}: unknown output extension {ext or '(none)'!r}",
                             hint="use .csv, .parquet, .fits, .ecsv, .vot or .h5")
     return OUTPUT_FORMATS[ext]
+
+
+def check_output_columns(out: str | Path, fmt: str, n_columns: int) -> None:
+    """Refuse (one line) an output the format cannot hold: FITS tables stop at 999 columns."""
+    if fmt == "fits" and n_columns > FITS_MAX_COLUMNS:
+        raise GalmergeError(f"{out}: a FITS table holds at most {FITS_MAX_COLUMNS} columns, "
+                            f"this one would have {n_columns}",
+                            hint="write .parquet, .vot, .ecsv or .h5 instead")
 
 
 def part_path(work_dir: Path, k: int) -> Path:
@@ -125,6 +146,7 @@ class ScanResult:
 
 
 def _unify(types: list[Any]) -> Any:
+    """One Arrow type for a column whose parts differ; never one that loses integers."""
     import pyarrow as pa
 
     types = [t for t in types if not pa.types.is_null(t)]
@@ -133,22 +155,69 @@ def _unify(types: list[Any]) -> Any:
     first = types[0]
     if all(t == first for t in types):
         return first
+    if all(pa.types.is_unsigned_integer(t) for t in types):
+        return pa.uint64()
     if all(pa.types.is_integer(t) for t in types):
-        return pa.int64()
+        # int64 holds every signed and uint8..uint32 value; uint64 beside signed: text
+        return pa.string() if pa.uint64() in types else pa.int64()
     if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types):
-        return pa.float64()
+        return pa.string() if any(t in (pa.int64(), pa.uint64()) for t in types) \
+            else pa.float64()
     return pa.string()
 
 
-def _infer_text(values: pd.Series, state: str) -> str:
-    """Narrowest of int -> float -> str that fits every non-empty value."""
+_INT_TEXT = r"0|-?[1-9]\d*"  # integers whose text round-trips (no '+', no leading zeros)
+
+
+@dataclass
+class TextState:
+    """What the text values of a column seen so far fit: ``int`` (with its range),
+    ``float`` or ``str`` (see :func:`_infer_text`)."""
+
+    kind: str = "int"
+    lo: int = 0
+    hi: int = 0
+    seen: bool = False
+    big_int: bool = False  # an integer of more than 15 digits: float would round it
+
+    def arrow_type(self) -> Any:
+        """int64, uint64, float64 or string: the narrowest type that keeps every value."""
+        import pyarrow as pa
+
+        if self.kind == "int":
+            if -2**63 <= self.lo and self.hi < 2**63:
+                return pa.int64()
+            if self.lo >= 0 and self.hi < 2**64:
+                return pa.uint64()
+            return pa.string()
+        if self.kind == "float":
+            return pa.string() if self.big_int else pa.float64()
+        return pa.string()
+
+
+def _infer_text(values: pd.Series, state: TextState) -> TextState:
+    """Narrow ``state`` by one part's text values: int -> float -> str.
+
+    Integers stay integers only where the text is exactly what an integer
+    column would write back (``007`` and ``+5`` stay text); a column of
+    integers mixed with decimals becomes float only if no integer in it has
+    more than 15 digits (float64 would round it), else it stays text.
+    """
     nonempty = values[values != ""]
-    if state == "int" and len(nonempty):
-        if not nonempty.str.fullmatch(r"[+-]?\d{1,18}").all():
-            state = "float"
-    if state == "float" and len(nonempty):
-        if pd.to_numeric(nonempty, errors="coerce").isna().any():
-            state = "str"
+    if not len(nonempty) or state.kind == "str":
+        return state
+    is_int = nonempty.str.fullmatch(_INT_TEXT)
+    ints = nonempty[is_int]
+    if len(ints):
+        state.big_int |= bool((ints.str.len() > 15).any())
+        vals = [int(v) for v in ints]
+        lo, hi = min(vals), max(vals)
+        state.lo, state.hi = (min(state.lo, lo), max(state.hi, hi)) if state.seen else (lo, hi)
+        state.seen = True
+    if state.kind == "int" and not is_int.all():
+        state.kind = "float"
+    if state.kind == "float" and pd.to_numeric(nonempty, errors="coerce").isna().any():
+        state.kind = "str"
     return state
 
 
@@ -241,7 +310,7 @@ def _scan(paths: list[Path], buckets: _IdBuckets, *, id_col: str, text_columns: 
     names: list[str] = []
     widths: dict[str, int] = {}
     non_ascii: set[str] = set()
-    text_state: dict[str, str] = {}
+    text_state: dict[str, TextState] = {}
     offset = 0
     for path in paths:
         table = pq.read_table(path)
@@ -269,20 +338,15 @@ def _scan(paths: list[Path], buckets: _IdBuckets, *, id_col: str, text_columns: 
                     continue
                 col = table.column(name).to_pandas().fillna("").astype(str)
                 if infer:
-                    text_state[name] = _infer_text(col, text_state.get(name, "int"))
+                    text_state[name] = _infer_text(col, text_state.get(name, TextState()))
                 if string_widths and len(col):
                     w = int(col.str.len().max())
-                    if not col.map(str.isascii).all():
+                    if not col.map(str.isascii).all() or col.map(has_xml_bad).any():
                         non_ascii.add(name)
                         w = max(len(v.encode("utf-8")) for v in col)
                     widths[name] = max(widths.get(name, 1), w)
-    fields = []
-    for name in names:
-        if name in text_state and text_state[name] != "str":
-            fields.append(pa.field(name, pa.int64() if text_state[name] == "int"
-                                   else pa.float64()))
-        else:
-            fields.append(pa.field(name, _unify(types[name])))
+    fields = [pa.field(name, text_state[name].arrow_type() if name in text_state
+                       else _unify(types[name])) for name in names]
     schema = pa.schema(fields)
     dup_rows, dup_first = buckets.duplicates()
     return ScanResult(
@@ -292,7 +356,7 @@ def _scan(paths: list[Path], buckets: _IdBuckets, *, id_col: str, text_columns: 
                        if counts.get(s, 0) or s in STATUSES},
         n_merger=n_merger, schema=schema, str_widths=widths, non_ascii=non_ascii,
         duplicate_rows=dup_rows, duplicate_first=dup_first,
-        text_types={k: v for k, v in text_state.items()})
+        text_types={k: str(v.arrow_type()) for k, v in text_state.items()})
 
 
 def _cast_part(table: Any, schema: Any) -> Any:
@@ -333,10 +397,14 @@ def _mark_duplicates(table: Any, start: int, scan: ScanResult) -> Any:
 class _Writer:
     """Streams parts into one output file (temp file, renamed by :func:`assemble`)."""
 
-    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
+                 table_meta: TableMeta | None = None) -> None:
         self.tmp = tmp
         self.scan = scan
         self.meta = meta
+        #: every output column's unit/UCD/description (input columns and results)
+        self.table_meta = table_meta or TableMeta()
+        self.colmeta = self.table_meta.columns
 
     def write(self, table: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -349,9 +417,17 @@ def _frame(table: Any) -> pd.DataFrame:
     return arrow_to_frame(table)
 
 
+def _astropy_table(table: Any) -> Any:
+    """A part (pyarrow) as an astropy Table (nullable columns masked)."""
+    from astropy.table import Table
+
+    return Table.from_pandas(_frame(table))
+
+
 class _CsvWriter(_Writer):
-    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
-        super().__init__(tmp, scan, meta)
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
+                 table_meta: TableMeta | None = None) -> None:
+        super().__init__(tmp, scan, meta, table_meta)
         self.fh = tmp.open("w", encoding="utf-8", newline="")
         self.fh.write(",".join(_csv_field(n) for n in scan.schema.names) + "\n")
 
@@ -367,11 +443,21 @@ def _csv_field(name: str) -> str:
 
 
 class _ParquetWriter(_Writer):
-    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
+                 table_meta: TableMeta | None = None) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        super().__init__(tmp, scan, meta)
-        schema = scan.schema.with_metadata({"galmerge": json.dumps(meta, sort_keys=True)})
+        super().__init__(tmp, scan, meta, table_meta)
+        fields = [f.with_metadata(arrow_field_metadata(self.colmeta[f.name]))
+                  if f.name in self.colmeta else f for f in scan.schema]
+        md = {"galmerge": json.dumps(meta, sort_keys=True)}
+        # astropy's own keys: string widths and the YAML header with units and UCDs
+        md.update({f"table::len::{n}": str(w) for n, w in scan.str_widths.items()})
+        empty = pa.schema(fields).empty_table()
+        md["table_meta_yaml"] = "\n".join(astropy_yaml(
+            _astropy_table(empty), self.colmeta, self.table_meta.table))
+        schema = pa.schema(fields, metadata=md)
         self.schema = schema
         self.w = pq.ParquetWriter(tmp, schema, compression="zstd")
 
@@ -425,8 +511,9 @@ def _numpy_columns(table: Any, scan: ScanResult, *, for_fits: bool) -> np.ndarra
 
 
 class _FitsWriter(_Writer):
-    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
-        super().__init__(tmp, scan, meta)
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
+                 table_meta: TableMeta | None = None) -> None:
+        super().__init__(tmp, scan, meta, table_meta)
         self.fh = tmp.open("wb")
         self.header: Any = None
         self.nullable_ints = _int_columns(scan)
@@ -442,9 +529,13 @@ class _FitsWriter(_Writer):
         for i, name in enumerate(rec.dtype.names or (), start=1):
             if name in self.nullable_ints and rec.dtype[name].kind == "i":
                 h[f"TNULL{i}"] = int(np.iinfo(rec.dtype[name]).min)
+            for key, value, what in fits_column_cards(i, self.colmeta.get(name, ColumnMeta())):
+                h[key] = (value, what)
+        primary = fits.PrimaryHDU()
+        for hdr in (primary.header, h):
+            _fits_provenance(hdr, self.meta)
         for key, value in _flat_meta(self.meta).items():
             h["HIERARCH GALMERGE " + key.upper()] = value
-        primary = fits.PrimaryHDU()
         primary.header["COMMENT"] = "galmerge classify output; the table is in extension 1"
         self.fh.write(primary.header.tostring().encode("ascii"))
         self.fh.write(h.tostring().encode("ascii"))
@@ -473,6 +564,16 @@ class _FitsWriter(_Writer):
         self.fh.close()
 
 
+def _fits_provenance(header: Any, meta: dict[str, Any]) -> None:
+    """DATE (of the run, so a resumed run writes the same bytes), ORIGIN, CREATOR."""
+    date = str(meta.get("date", "")).removesuffix("Z")
+    if date:
+        header["DATE"] = (date, "UTC date the classify run started")
+    header["ORIGIN"] = ("galmerge", "organisation or software that made the file")
+    header["CREATOR"] = (f"galmerge {meta.get('galmerge_version', __version__)}",
+                         "software that wrote the file")
+
+
 def _flat_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """Run metadata as FITS-card-sized scalars (nested keys joined by spaces)."""
     out: dict[str, Any] = {}
@@ -495,8 +596,9 @@ def _flat_meta(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 class _EcsvWriter(_Writer):
-    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
-        super().__init__(tmp, scan, meta)
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
+                 table_meta: TableMeta | None = None) -> None:
+        super().__init__(tmp, scan, meta, table_meta)
         self.fh = tmp.open("w", encoding="utf-8", newline="")
         self.started = False
 
@@ -510,6 +612,10 @@ class _EcsvWriter(_Writer):
         buf = io.StringIO()
         if not self.started:
             head = t[:0].copy()
+            for name in head.colnames:
+                if name in self.colmeta:
+                    self.colmeta[name].apply_to(head[name])
+            head.meta.update(self.table_meta.table)
             head.meta["galmerge"] = self.meta
             head.write(buf, format="ascii.ecsv")
             self.fh.write(buf.getvalue())
@@ -532,26 +638,32 @@ _VOT_TYPES = {"int8": "short", "int16": "short", "int32": "int", "int64": "long"
 
 
 class _VotableWriter(_Writer):
-    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
+                 table_meta: TableMeta | None = None) -> None:
         import pyarrow as pa
 
-        super().__init__(tmp, scan, meta)
+        super().__init__(tmp, scan, meta, table_meta)
         self.fh = tmp.open("w", encoding="utf-8", newline="\n")
         w = self.fh.write
         w('<?xml version="1.0" encoding="utf-8"?>\n')
         w('<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">\n')
         w(' <RESOURCE type="results">\n')
         for k, v in _flat_meta(meta).items():
-            w(f'  <INFO name={quoteattr("galmerge " + k)} value={quoteattr(str(v))}/>\n')
-        w(f'  <INFO name="galmerge_run" value={quoteattr(json.dumps(meta, sort_keys=True))}/>\n')
+            name = "galmerge_" + k.replace(" ", "_")
+            w(f'  <INFO name={quoteattr(name)} value={quoteattr(xml_safe(str(v)))}/>\n')
+        run = xml_safe(json.dumps(meta, sort_keys=True))
+        w(f'  <INFO name="galmerge_run" value={quoteattr(run)}/>\n')
         w('  <TABLE name="scores">\n')
         for f in scan.schema:
             t = f.type
-            if pa.types.is_string(t):
+            attrs, desc = votable_field_attrs(self.colmeta.get(f.name, ColumnMeta()))
+            name = quoteattr(xml_safe(f.name))
+            if pa.types.is_string(t) or t == pa.uint64():  # no unsigned long in VOTable
                 dt = "unicodeChar" if f.name in scan.non_ascii else "char"
-                w(f'   <FIELD name={quoteattr(f.name)} datatype="{dt}" arraysize="*"/>\n')
+                w(f'   <FIELD name={name} datatype="{dt}" arraysize="*"{attrs}>{desc}</FIELD>\n')
             else:
-                w(f'   <FIELD name={quoteattr(f.name)} datatype="{_VOT_TYPES[str(t)]}"/>\n')
+                w(f'   <FIELD name={name} datatype="{_VOT_TYPES[str(t)]}"{attrs}>{desc}'
+                  '</FIELD>\n')
         w("   <DATA>\n    <TABLEDATA>\n")
 
     def write(self, table: Any) -> None:
@@ -571,7 +683,7 @@ class _VotableWriter(_Writer):
                 s = pd.Series(["" if v is None else str(v) for v in col.to_pylist()],
                               dtype=object)
             else:
-                s = pd.Series([escape(v) if v is not None else ""
+                s = pd.Series([escape(xml_safe(v)) if v is not None else ""
                                for v in col.cast(pa.string()).to_pylist()], dtype=object)
             cols.append(s)
         if not cols:
@@ -596,10 +708,11 @@ def _vot_float(v: np.floating) -> str:
 
 
 class _Hdf5Writer(_Writer):
-    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any]) -> None:
+    def __init__(self, tmp: Path, scan: ScanResult, meta: dict[str, Any],
+                 table_meta: TableMeta | None = None) -> None:
         import h5py
 
-        super().__init__(tmp, scan, meta)
+        super().__init__(tmp, scan, meta, table_meta)
         self.h5 = h5py.File(tmp, "w", track_order=False)
         self.ds: Any = None
         self.pos = 0
@@ -616,8 +729,23 @@ class _Hdf5Writer(_Writer):
             nulls = {n: int(np.iinfo(rec.dtype[n]).min) for n in self.nullable_ints
                      if n in (rec.dtype.names or ()) and rec.dtype[n].kind == "i"}
             self.ds.attrs["null_values"] = json.dumps(nulls, sort_keys=True)
+            self._column_meta(table)
         self.ds[self.pos:self.pos + len(rec)] = rec
         self.pos += len(rec)
+
+    def _column_meta(self, table: Any) -> None:
+        """Units/UCDs/descriptions as attributes (``unit:NAME`` ...) and as astropy's own
+        YAML header (``table.__table_column_meta__``), which ``Table.read`` applies."""
+        import pyarrow as pa
+
+        for name, cm in self.colmeta.items():
+            for k, v in cm.to_dict().items():
+                self.ds.attrs[f"{k}:{name}"] = v
+        fixed = pa.table([c.cast(pa.string()) if c.type == pa.string() else c
+                          for c in table.slice(0, 0).columns], names=table.column_names)
+        lines = astropy_yaml(_astropy_table(fixed), self.colmeta, self.table_meta.table)
+        self.h5.create_dataset("table.__table_column_meta__",
+                               data=[ln.encode("utf-8") for ln in lines], track_times=False)
 
     def close(self) -> None:
         self.h5.close()
@@ -652,7 +780,8 @@ class AssemblyResult:
 def assemble(parts: list[Path], out: str | Path, *, meta: dict[str, Any], id_col: str,
              text_columns: bool, fmt: str | None = None,
              keep_text: set[str] | None = None,
-             progress: Callable[[int], None] | None = None) -> AssemblyResult:
+             progress: Callable[[int], None] | None = None,
+             table_meta: TableMeta | None = None) -> AssemblyResult:
     """Stream ``parts`` (in order) into the output file ``out`` (atomic).
 
     Args:
@@ -665,6 +794,9 @@ def assemble(parts: list[Path], out: str | Path, *, meta: dict[str, Any], id_col
             int64/float64 columns where every value fits.
         keep_text: columns that stay text regardless (id, file_loc).
         progress: called with the rows written per part.
+        table_meta: the input's column metadata (units, UCDs, descriptions) and
+            table keywords, written where each format keeps them; the result
+            columns are described from ``meta`` (model, threshold).
     """
     import pyarrow.parquet as pq
 
@@ -673,16 +805,19 @@ def assemble(parts: list[Path], out: str | Path, *, meta: dict[str, Any], id_col
     keep = {id_col, *RESULT_COLUMNS, *(keep_text or set())}
     scan = scan_parts(parts, id_col=id_col, text_columns=text_columns,
                       typed_output=fmt != "csv", keep_text=keep,
-                      string_widths=fmt in ("fits", "hdf5", "votable"))
+                      string_widths=fmt in ("fits", "hdf5", "votable", "parquet"))
     meta = dict(meta)
     meta["rows"] = scan.n_rows
     meta["status_counts"] = scan.status_counts
     meta["classified"] = scan.status_counts.get(OK, 0)
     meta["mergers_at_threshold"] = scan.n_merger
     meta["duplicate_ids"] = len(scan.duplicate_rows)
+    check_output_columns(out, fmt, len(scan.schema))
+    full_meta = (table_meta or TableMeta()).with_columns(
+        result_column_meta(str(meta.get("model", "?")), meta.get("threshold")))
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        writer = _WRITERS[fmt](tmp, scan, meta)
+        writer = _WRITERS[fmt](tmp, scan, meta, full_meta)
         start = 0
         for path in parts:
             table = _cast_part(pq.read_table(path), scan.schema)
@@ -696,7 +831,8 @@ def assemble(parts: list[Path], out: str | Path, *, meta: dict[str, Any], id_col
         if fmt == "csv":
             sidecar = out.with_name(out.name + ".meta.json")
             side_tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-            side_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            side = {**meta, "column_meta": full_meta.to_json()["columns"]}
+            side_tmp.write_text(json.dumps(side, indent=2, sort_keys=True) + "\n")
             os.replace(side_tmp, sidecar)
         os.replace(tmp, out)
     except OSError as exc:

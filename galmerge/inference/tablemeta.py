@@ -1,0 +1,247 @@
+"""Column metadata (units, UCDs, descriptions) carried from the input table to every output.
+
+A catalogue's columns keep what the astronomer put in: :class:`ColumnMeta`
+holds one column's unit, UCD, description and display format, in astropy's
+conventions (``Column.unit``, ``Column.description``, ``Column.format`` and
+``Column.meta["ucd"]``, which is where astropy's VOTable reader puts a
+FIELD's ucd and its writer looks for it). :class:`TableMeta` is the whole
+table's: per-column metadata plus the table's own ``meta`` (e.g. an ECSV
+header's keywords).
+
+The result columns that ``classify`` adds are described here too
+(:func:`result_column_meta`), and :func:`safe_names` is the one place that
+decides how input names that collide (duplicates, or names of result
+columns such as ``status``) are renamed.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+__all__ = ["RESULT_COLUMNS", "ColumnMeta", "TableMeta", "arrow_field_metadata", "astropy_meta",
+           "astropy_yaml", "fits_column_cards", "has_xml_bad", "result_column_meta",
+           "safe_names", "votable_field_attrs", "xml_safe"]
+
+#: Columns added to every row by ``classify``.
+RESULT_COLUMNS = ("p_merger", "is_merger", "status", "status_detail")
+STATUS_DOC = "docs/statuses.md"
+
+
+@dataclass(frozen=True)
+class ColumnMeta:
+    """What a table says about one column (all optional)."""
+
+    unit: str | None = None
+    ucd: str | None = None
+    description: str | None = None
+    format: str | None = None
+
+    def is_empty(self) -> bool:
+        """True when nothing is known."""
+        return not (self.unit or self.ucd or self.description or self.format)
+
+    def to_dict(self) -> dict[str, str]:
+        """The known fields only (plain JSON)."""
+        return {k: v for k, v in (("unit", self.unit), ("ucd", self.ucd),
+                                  ("description", self.description),
+                                  ("format", self.format)) if v}
+
+    def apply_to(self, col: Any) -> None:
+        """Set these fields on an astropy ``Column`` (astropy's own attributes)."""
+        if self.unit:
+            try:
+                col.unit = self.unit
+            except ValueError:  # a unit astropy cannot parse: keep it as words
+                col.meta["unit"] = self.unit
+        if self.description:
+            col.description = self.description
+        if self.format:
+            try:
+                col.format = self.format
+            except ValueError:
+                pass
+        if self.ucd:
+            col.meta["ucd"] = self.ucd
+
+
+@dataclass
+class TableMeta:
+    """Per-column metadata and the table's own keywords."""
+
+    columns: dict[str, ColumnMeta] = field(default_factory=dict)
+    table: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> ColumnMeta:
+        """The metadata of column ``name`` (empty when unknown)."""
+        return self.columns.get(name, ColumnMeta())
+
+    def renamed(self, mapping: dict[str, str]) -> TableMeta:
+        """The same metadata under renamed columns (``old -> new``)."""
+        return TableMeta({mapping.get(k, k): v for k, v in self.columns.items()},
+                         dict(self.table))
+
+    def with_columns(self, extra: dict[str, ColumnMeta]) -> TableMeta:
+        """A copy with more (or replaced) columns."""
+        return TableMeta({**self.columns, **extra}, dict(self.table))
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form (sidecars, manifests)."""
+        return {"columns": {k: v.to_dict() for k, v in self.columns.items() if not v.is_empty()},
+                "table": json.loads(json.dumps(self.table, default=str))}
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    s = str(value).strip()
+    return s or None
+
+
+def astropy_meta(table: Any) -> TableMeta:
+    """The metadata of an astropy ``Table`` (units, UCDs, descriptions, formats, meta)."""
+    cols = {}
+    for name in table.colnames:
+        col = table[name]
+        meta = getattr(col, "meta", None) or {}
+        unit = col.unit.to_string() if getattr(col, "unit", None) is not None else None
+        cols[name] = ColumnMeta(unit=_text(unit) or _text(meta.get("unit")),
+                                ucd=_text(meta.get("ucd")),
+                                description=_text(getattr(col, "description", None)),
+                                format=_text(getattr(col, "format", None))
+                                if isinstance(getattr(col, "format", None), str) else None)
+    table_meta = {str(k): v for k, v in dict(table.meta or {}).items()
+                  if isinstance(k, str) and _plain(v)}
+    return TableMeta({k: v for k, v in cols.items() if not v.is_empty()}, table_meta)
+
+
+def _plain(value: Any) -> bool:
+    """A value that serialises to JSON/YAML/FITS cards without surprises."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def result_column_meta(model: str, threshold: float | None) -> dict[str, ColumnMeta]:
+    """Descriptions and UCDs of the columns ``classify`` adds."""
+    cut = f"{threshold:g}" if threshold is not None else "the threshold"
+    return {
+        "p_merger": ColumnMeta(ucd="stat.probability",
+                               description=f"probability that the galaxy is a merger, from "
+                                           f"model {model}; NaN when the row was not "
+                                           f"classified (see status)"),
+        "is_merger": ColumnMeta(ucd="meta.code",
+                                description=f"p_merger >= {cut}; null when not classified "
+                                            "(False in FITS/HDF5: select status == 'ok')"),
+        "status": ColumnMeta(ucd="meta.code.status",
+                             description=f"row status: ok or why not classified "
+                                         f"(see {STATUS_DOC})"),
+        "status_detail": ColumnMeta(ucd="meta.note",
+                                    description=f"the status in words, and notes on classified "
+                                                f"rows (see {STATUS_DOC})"),
+    }
+
+
+def safe_names(names: Sequence[str], reserved: Sequence[str] = RESULT_COLUMNS
+               ) -> tuple[list[str], dict[int, str], list[str]]:
+    """Input column names made unique and clear of the result columns.
+
+    A name equal (case-insensitively: FITS and VOTable readers ignore case) to
+    a result column becomes ``<name>_input``; an exactly repeated name becomes
+    ``<name>_2``, ``<name>_3``... Either way the new name is one no other
+    column has (case-insensitively).
+
+    Returns:
+        the new names (in order), ``{position: new name}`` for the renamed
+        ones, and one warning line per renaming.
+    """
+    taken = {n.lower() for n in names} | {r.lower() for r in reserved}
+    seen: set[str] = set()
+    reserved_l = {r.lower() for r in reserved}
+    out: list[str] = []
+    renamed: dict[int, str] = {}
+    notes: list[str] = []
+    for i, name in enumerate(names):
+        low = name.lower()
+        if low in reserved_l or name in seen:
+            stem, k = (f"{name}_input", 1) if low in reserved_l else (name, 2)
+            new = stem if low in reserved_l else f"{stem}_{k}"
+            while new.lower() in taken:
+                k += 1
+                new = f"{stem}_{k}"
+            taken.add(new.lower())
+            why = "is the name of a result column" if low in reserved_l else "is repeated"
+            notes.append(f"input column {name!r} (position {i + 1}) {why}: renamed {new!r}")
+            renamed[i] = new
+            name = new
+        seen.add(name)
+        out.append(name)
+    return out, renamed, notes
+
+
+# --- metadata in each output format's own place ---------------------------------------------
+
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with the characters XML 1.0 cannot hold (NUL, other C0 controls)
+    replaced by U+FFFD, so the VOTable stays well-formed."""
+    return _XML_BAD.sub("\ufffd", text)
+
+
+def has_xml_bad(text: str) -> bool:
+    """True when :func:`xml_safe` would change ``text``."""
+    return _XML_BAD.search(text) is not None
+
+
+def votable_field_attrs(cm: ColumnMeta) -> tuple[str, str]:
+    """A VOTable FIELD's ``unit``/``ucd`` attributes and its ``DESCRIPTION`` element."""
+    attrs = "".join(f" {k}={quoteattr(xml_safe(v))}" for k, v in (("unit", cm.unit),
+                                                                   ("ucd", cm.ucd)) if v)
+    desc = (f"<DESCRIPTION>{escape(xml_safe(cm.description))}</DESCRIPTION>"
+            if cm.description else "")
+    return attrs, desc
+
+
+def fits_column_cards(i: int, cm: ColumnMeta) -> list[tuple[str, str, str]]:
+    """``(keyword, value, comment)`` cards for column ``i``: TUNIT, TCOMM, TUCD.
+
+    TUNITn is FITS standard; TCOMMn and TUCDn are the conventions TOPCAT/STILTS
+    read and write for a column's description and UCD.
+    """
+    out = []
+    for key, value, what in ((f"TUNIT{i}", cm.unit, "physical unit"),
+                             (f"TCOMM{i}", cm.description, "description"),
+                             (f"TUCD{i}", cm.ucd, "UCD")):
+        if value:
+            text = value.encode("ascii", "replace").decode("ascii")
+            out.append((key, text, what if len(text) + len(what) < 60 else ""))
+    return out
+
+
+def arrow_field_metadata(cm: ColumnMeta) -> dict[bytes, bytes]:
+    """A Parquet/Arrow field's metadata: ``unit``, ``ucd``, ``description``, ``format``."""
+    return {k.encode(): v.encode("utf-8") for k, v in cm.to_dict().items()}
+
+
+def astropy_yaml(table: Any, columns: dict[str, ColumnMeta], meta: dict[str, Any]) -> list[str]:
+    """astropy's YAML table header (``get_yaml_from_table``) for a zero-row ``table``
+    with ``columns`` applied: what astropy writes into Parquet (``table_meta_yaml``)
+    and HDF5 (``<path>.__table_column_meta__``), so ``Table.read`` gets units back."""
+    from astropy.table import meta as table_meta
+
+    head = table[:0].copy()
+    for name in head.colnames:
+        if name in columns:
+            columns[name].apply_to(head[name])
+    head.meta.update(meta)
+    return list(table_meta.get_yaml_from_table(head))
