@@ -252,8 +252,8 @@ class _OneBlasThread:
 
     Products this small gain nothing from BLAS threads, and beside the classify
     pipeline's decoder threads and ONNX Runtime's threads, OpenBLAS's threads
-    spinning for a core made decode + resize about 30x slower on a busy 2-core
-    machine (measured: 0.6 s instead of 20 ms per cutout). The first resize to
+    spinning for a core made decode + resize 10-20x slower on a busy 2-core
+    machine (measured: 0.6 s instead of 0.03-0.07 s per cutout). The first resize to
     start sets one thread (threadpoolctl), the last to finish restores the
     previous setting, so other numpy work outside resizes keeps its threads.
     """
