@@ -109,7 +109,7 @@ def prepare_stack(
     if crop is None:
         return fail(UNSUPPORTED_PIXELS, f"stored cutouts cover {stack.crop_applied:g} of the "
                     f"field, the model needs {conv.crop_fraction:g}")
-    view = px if crop >= 1.0 else _crop_stack(px, crop)
+    view = center_crop(px, crop)
     frac = _dead_fractions(view, any_band=stack.kind not in _COLOUR_KINDS,
                            threshold=blank_threshold)
     keep = frac <= blank_threshold
@@ -131,9 +131,7 @@ def prepare_stack(
             for i in kept:
                 status[i], detail[i] = UNSUPPORTED_PIXELS, exc.one_line()
             return status, detail, empty
-    if out.shape[-1] != s or out.shape[-2] != s:
-        out = np.stack([resize_area(v, s) for v in out]) if len(out) else empty
-    out = np.ascontiguousarray(out, dtype=np.float32)
+    out = resize_area(out, s) if len(out) else empty
     if not np.isfinite(out).all():
         out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
     return status, detail, out
@@ -166,10 +164,3 @@ def _dead_fractions(view: np.ndarray, *, any_band: bool, threshold: float) -> np
         frac[j] = blank_fraction(view[j], any_band=any_band)
     return frac
 
-
-def _crop_stack(px: np.ndarray, fraction: float) -> np.ndarray:
-    """Central ``fraction`` of every image of an (N, C, H, W) stack (as :func:`center_crop`)."""
-    h, w = px.shape[-2:]
-    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-    return px[..., y0:y0 + ch, x0:x0 + cw]
