@@ -125,10 +125,11 @@ def designation_degrees(names: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return ra, dec
 
 
-def looks_like_designations(values: pd.Series, *, fraction: float = 0.9) -> bool:
-    """True when at least ``fraction`` of the non-empty values hold J coordinates."""
+def looks_like_designations(values: pd.Series, *, fraction: float = 0.5) -> bool:
+    """True when at least ``fraction`` of the non-empty values hold J coordinates
+    (the others become ``bad_coordinates`` rows)."""
     text = values.astype(str).str.strip()
     text = text[text != ""]
     if not len(text):
         return False
-    return float(text.str.contains(_jpattern(), regex=True).mean()) >= fraction
+    return float(text.str.extract(_jpattern())[2].notna().mean()) >= fraction
