@@ -150,7 +150,7 @@ def stable_message(exc: BaseException, limit: int = 160) -> str:
     import re
 
     text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "<object>", str(exc))
-    text = re.sub(r"0x[0-9a-fA-F]{6,}", "0x...", text)
+    text = re.sub(r"\b0x[0-9a-fA-F]{6,}", "0x...", text)
     return " ".join(text.split())[:limit]
 
 
