@@ -39,19 +39,49 @@ app = typer.Typer(
 )
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that clean-up runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def user_errors(fn: F) -> F:
-    """Turn GalmergeError into a one-line message and exit status 2."""
+    """Turn GalmergeError into a one-line message and exit status 2.
+
+    SIGTERM is handled like Ctrl-C (temporary files removed, exit 143); a full
+    disk is one line too.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import errno
+        import signal
+        import threading
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return fn(*args, **kwargs)
         except GalmergeError as exc:
             typer.echo(f"error: {exc.one_line()}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, _Terminated)
+            typer.echo("terminated" if terminated else "interrupted", err=True)
+            raise typer.Exit(143 if terminated else 130) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            typer.echo(f"error: {where}no space left on device (free some disk space and "
+                       "rerun; --resume keeps finished chunks)", err=True)
+            raise typer.Exit(2) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
 
@@ -451,6 +481,10 @@ def classify(
         "--resume", help="Continue an interrupted run from its last completed chunk.")] = False,
     limit: Annotated[int | None, typer.Option(
         "--limit", min=1, help="Classify only the first N rows.")] = None,
+    max_pixels: Annotated[int | None, typer.Option(
+        "--max-pixels", min=1, help="Largest cutout (height x width pixels) decoded; larger "
+        "ones get status too_large. Default: 8x what the model needs across, at least "
+        "2048x2048.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     service: ServiceOpt = None,
     scale: ScaleOpt = None,
@@ -515,7 +549,7 @@ def classify(
         threshold=threshold, batch_size=batch_size, chunk_size=chunk_size, id_col=id_col,
         ra_col=ra_col, dec_col=dec_col, file_loc_col=file_loc_col,
         cutouts=str(cutouts) if cutouts else None, pattern=pattern, format=fmt, limit=limit,
-        device=device, threads=threads, fetch=fetch_opts)
+        device=device, threads=threads, fetch=fetch_opts, max_pixels=max_pixels)
     runner = None
     if dask or dask_workers or dask_resources:
         from galmerge.inference.distributed import DaskRunner

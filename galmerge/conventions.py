@@ -15,6 +15,7 @@ ONNX Runtime.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -41,6 +42,9 @@ KNOWN_CONVENTIONS = (FLUX_LINEAR, SDSS_COLOUR_JPEG, FLUX_NANOMAGGIES, DISPLAY_RG
 SDSS_RGB_BANDS = ("i", "r", "g")
 
 METADATA_PREFIX = "galmerge."
+#: Largest model input (pixels across) galmerge accepts: a batch of 256 such images
+#: is 12 GB of float32 already.
+MAX_MODEL_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -119,8 +123,9 @@ class ModelConvention:
             )
         if not 0.0 < self.crop_fraction <= 1.0:
             raise GalmergeError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
-        if self.size < 8:
-            raise GalmergeError(f"cutout size must be at least 8 pixels, got {self.size}")
+        if not 8 <= self.size <= MAX_MODEL_SIZE:
+            raise GalmergeError(f"cutout size must be 8 to {MAX_MODEL_SIZE} pixels, "
+                                f"got {self.size}")
 
     # -- serialisation -------------------------------------------------------
 
@@ -173,22 +178,58 @@ class ModelConvention:
                 )
             return meta[full]
 
+        def bad(key: str, value: str, want: str) -> GalmergeError:
+            return GalmergeError(f"{source}: metadata {METADATA_PREFIX + key} = {value[:40]!r} "
+                                 f"is not {want}",
+                                 hint="export the model with `galmerge export`")
+
         def opt_float(key: str) -> float | None:
             v = meta.get(METADATA_PREFIX + key, "")
-            return float(v) if v not in ("", "None") else None
+            if v in ("", "None"):
+                return None
+            try:
+                x = float(v)
+            except ValueError:
+                raise bad(key, v, "a number") from None
+            if not (math.isfinite(x) and x > 0):
+                raise bad(key, v, "a positive number")
+            return x
 
-        return cls(
-            pixel_convention=get("pixel_convention"),
-            bands=tuple(b for b in get("bands").split(",") if b),
-            size=int(get("size")),
-            crop_fraction=float(meta.get(METADATA_PREFIX + "crop_fraction", "1.0")),
-            pixel_scale_arcsec=opt_float("pixel_scale_arcsec"),
-            petro_scale_factor=opt_float("petro_scale_factor"),
-            stretch=meta.get(METADATA_PREFIX + "stretch", "none"),
-            class_names=tuple(meta.get(METADATA_PREFIX + "class_names",
-                                       "non-merger,merger").split(",")),
-            extra=json.loads(meta.get(METADATA_PREFIX + "convention_extra", "{}") or "{}"),
-        )
+        pixel_convention, band_text = get("pixel_convention"), get("bands")
+        size_text = get("size").strip()
+        if not size_text.isdigit():
+            raise bad("size", size_text, "a whole number of pixels")
+        crop_text = meta.get(METADATA_PREFIX + "crop_fraction", "1.0")
+        try:
+            crop = float(crop_text)
+        except ValueError:
+            raise bad("crop_fraction", crop_text, "a number in (0, 1]") from None
+        extra_text = meta.get(METADATA_PREFIX + "convention_extra", "{}") or "{}"
+        try:
+            extra = json.loads(extra_text)
+        except ValueError:
+            extra = None
+        if not isinstance(extra, dict):
+            raise bad("convention_extra", extra_text, "a JSON object")
+        px = extra.get("cutout_pixels")
+        if px is not None and not (str(px).isdigit() and 0 < int(px) <= 16 * MAX_MODEL_SIZE):
+            raise bad("convention_extra", extra_text, "valid (cutout_pixels must be a "
+                      "positive whole number)")
+        try:
+            return cls(
+                pixel_convention=pixel_convention,
+                bands=tuple(b for b in band_text.split(",") if b),
+                size=int(size_text),
+                crop_fraction=crop,
+                pixel_scale_arcsec=opt_float("pixel_scale_arcsec"),
+                petro_scale_factor=opt_float("petro_scale_factor"),
+                stretch=meta.get(METADATA_PREFIX + "stretch", "none"),
+                class_names=tuple(meta.get(METADATA_PREFIX + "class_names",
+                                           "non-merger,merger").split(",")),
+                extra=extra,
+            )
+        except GalmergeError as exc:
+            raise GalmergeError(f"{source}: {exc.message}", hint=exc.hint) from None
 
 
 # --- conversions ------------------------------------------------------------

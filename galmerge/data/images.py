@@ -15,6 +15,7 @@ sees the same pixels in all three.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -31,6 +32,13 @@ from galmerge.conventions import (
     FLUX_NANOMAGGIES,
     SDSS_COLOUR_JPEG,
     SDSS_RGB_BANDS,
+)
+from galmerge.data.limits import (
+    ImageLimits,
+    ImageTooLarge,
+    check_declared,
+    declared_jpeg_png_size,
+    open_regular,
 )
 from galmerge.errors import GalmergeError
 
@@ -68,61 +76,92 @@ def image_suffix(path: str | Path) -> str:
     return Path(name).suffix
 
 
-def read_image(path: str | Path, *, jpeg_kind: str = SDSS_COLOUR_JPEG) -> RawImage:
+def read_image(path: str | Path, *, jpeg_kind: str = SDSS_COLOUR_JPEG,
+               limits: ImageLimits | None = None) -> RawImage:
     """Decode one cutout file.
+
+    Only regular files are opened (:func:`~galmerge.data.limits.open_regular`),
+    and the size each format declares in its header is checked against
+    ``limits`` before any pixels are allocated.
 
     Args:
         path: a JPEG/PNG, FITS or ``.npy`` file.
         jpeg_kind: convention assumed for 8-bit colour images; SDSS colour
             JPEGs (i, r, g) by default, :data:`DISPLAY_RGB8` for unknown origin.
+        limits: the largest image accepted (default :class:`ImageLimits`).
 
     Raises:
-        GalmergeError: missing, unreadable or malformed file (message names it).
+        FileMissing: no such file.
+        ImageTooLarge: the file or its declared image exceeds ``limits``.
+        GalmergeError: unreadable, not a regular file, or malformed (message names it).
     """
     p = Path(path)
-    if not p.is_file():
-        raise GalmergeError(f"{p}: file not found")
+    lim = limits or ImageLimits()
     ext = image_suffix(p)
-    if ext in JPEG_EXTENSIONS:
-        return _read_rgb8(p, jpeg_kind)
-    if ext in FITS_EXTENSIONS:
-        return _read_fits(p)
-    if ext in NPY_EXTENSIONS:
-        return _read_npy(p)
-    raise GalmergeError(
-        f"{p}: unsupported image type {ext!r}",
-        hint=f"use one of {', '.join(IMAGE_EXTENSIONS)}",
-    )
+    if ext not in IMAGE_EXTENSIONS:
+        raise GalmergeError(
+            f"{p}: unsupported image type {ext!r}",
+            hint=f"use one of {', '.join(IMAGE_EXTENSIONS)}",
+        )
+    with open_regular(p, lim) as fh:
+        if ext in JPEG_EXTENSIONS:
+            return decode_rgb8_bytes(fh.read(lim.max_bytes + 1), source=str(p), kind=jpeg_kind,
+                                     limits=lim)
+        if ext in FITS_EXTENSIONS:
+            return _decode_fits(lambda: fh, str(p), lim)
+        return _read_npy(fh, str(p), lim)
 
 
 def decode_rgb8_bytes(data: bytes, *, source: str, kind: str = SDSS_COLOUR_JPEG,
-                      transparent_is_nodata: bool = False) -> RawImage:
+                      transparent_is_nodata: bool = False,
+                      limits: ImageLimits | None = None) -> RawImage:
     """Decode JPEG/PNG bytes (e.g. from a cutout service) to a RawImage.
 
     With ``transparent_is_nodata`` fully transparent pixels (HiPS PNGs mark "no
-    data" that way) become zero in every band.
+    data" that way) become zero in every band. The size in the header is
+    checked against ``limits`` (default :class:`ImageLimits`) before decoding.
     """
     import io
 
     from PIL import Image, UnidentifiedImageError
 
+    lim = limits or ImageLimits()
+    if len(data) > lim.max_bytes:
+        raise ImageTooLarge(f"{source}: {len(data):,} bytes, more than the limit of "
+                            f"{lim.max_bytes:,}")
+    declared = declared_jpeg_png_size(data)
+    if declared is not None:  # before Pillow: it allocates (or warns, or refuses) on open
+        check_declared((declared[1], declared[0]), lim, source, itemsize=1)
     try:
         with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            check_declared((len(im.getbands()), height, width), lim, source, itemsize=1)
             im.load()
             if transparent_is_nodata:
                 rgba = np.asarray(im.convert("RGBA"))
                 rgb = np.where(rgba[..., 3:] > 0, rgba[..., :3], np.uint8(0))
             else:
                 rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise GalmergeError(f"{source}: not a readable JPEG/PNG image ({exc})") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"{source}: declares more pixels than the limit of "
+                            f"{lim.describe()}") from None
+    except UnidentifiedImageError:
+        raise GalmergeError(f"{source}: not a JPEG or PNG image") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise GalmergeError(f"{source}: not a readable JPEG/PNG image "
+                            f"({stable_message(exc)})") from None
     bands = SDSS_RGB_BANDS if kind == SDSS_COLOUR_JPEG else ()
     # uint8, channel-first view of the (H, W, 3) buffer: crop before any conversion.
     return RawImage(np.moveaxis(rgb, -1, 0), kind, bands, source)
 
 
-def _read_rgb8(p: Path, kind: str) -> RawImage:
-    return decode_rgb8_bytes(p.read_bytes(), source=str(p), kind=kind)
+def stable_message(exc: BaseException, limit: int = 160) -> str:
+    """An exception's message without object addresses (``at 0x7f...``), on one line."""
+    import re
+
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "<object>", str(exc))
+    text = re.sub(r"\b0x[0-9a-fA-F]{6,}", "0x...", text)
+    return " ".join(text.split())[:limit]
 
 
 def _band_from_header(header: object) -> str | None:
@@ -133,7 +172,8 @@ def _band_from_header(header: object) -> str | None:
     return None
 
 
-def decode_fits_bytes(data: bytes, *, source: str) -> RawImage:
+def decode_fits_bytes(data: bytes, *, source: str,
+                      limits: ImageLimits | None = None) -> RawImage:
     """Decode FITS bytes (e.g. a Legacy Surveys ``fits-cutout`` body) to a RawImage.
 
     Same rules as :func:`read_image` for FITS files; ``source`` names the input
@@ -141,14 +181,27 @@ def decode_fits_bytes(data: bytes, *, source: str) -> RawImage:
     """
     import io
 
-    return _decode_fits(lambda: io.BytesIO(data), source)
+    return _decode_fits(lambda: io.BytesIO(data), source, limits or ImageLimits())
 
 
-def _read_fits(p: Path) -> RawImage:
-    return _decode_fits(lambda: p, str(p))
+def _fits_image_hdus(hdul: Any, p: str, limits: ImageLimits) -> list[Any]:
+    """The HDUs holding 2-d or 3-d images, their declared sizes checked before any read."""
+    out = []
+    for h in hdul:
+        if not getattr(h, "is_image", False):
+            continue
+        hdr = h.header
+        naxis = int(hdr.get("NAXIS", 0) or 0)
+        if naxis < 2:
+            continue
+        shape = tuple(int(hdr.get(f"NAXIS{i}", 0) or 0) for i in range(naxis, 0, -1))
+        itemsize = abs(int(hdr.get("BITPIX", 8) or 8)) // 8
+        check_declared(shape, limits, p, itemsize=max(itemsize, 4))
+        out.append(h)
+    return out
 
 
-def _decode_fits(opener: Callable[[], Any], p: str) -> RawImage:
+def _decode_fits(opener: Callable[[], Any], p: str, limits: ImageLimits) -> RawImage:
     from astropy.io import fits
 
     try:
@@ -156,8 +209,8 @@ def _decode_fits(opener: Callable[[], Any], p: str) -> RawImage:
             warnings.simplefilter("ignore")
             with fits.open(opener(), memmap=False) as hdul:
                 hdul.verify("silentfix")
-                image_hdus = [h for h in hdul if getattr(h, "data", None) is not None
-                              and h.data is not None and np.ndim(h.data) >= 2]
+                image_hdus = [h for h in _fits_image_hdus(hdul, p, limits)
+                              if h.data is not None and np.ndim(h.data) >= 2]
                 if not image_hdus:
                     raise GalmergeError(f"{p}: FITS file holds no image data")
                 first = image_hdus[0]
@@ -175,9 +228,9 @@ def _decode_fits(opener: Callable[[], Any], p: str) -> RawImage:
                 bunit = str(h.get("BUNIT", "")).strip().lower()
     except GalmergeError:
         raise
-    except (OSError, ValueError, TypeError, IndexError, EOFError) as exc:
+    except (OSError, ValueError, TypeError, IndexError, EOFError, KeyError) as exc:
         raise GalmergeError(
-            f"{p}: not a readable FITS file ({type(exc).__name__}: {exc})",
+            f"{p}: not a readable FITS file ({type(exc).__name__}: {stable_message(exc)})",
             hint="the file may be truncated; download it again",
         ) from None
     if data.ndim != 3:
@@ -198,11 +251,27 @@ def _cube_bands(header: object, n: int) -> tuple[str, ...]:
     return ()
 
 
-def _read_npy(p: Path) -> RawImage:
+def _read_npy(fh: Any, p: str, limits: ImageLimits) -> RawImage:
+    """A ``.npy`` array from an open file: the header is checked before the data are read."""
+    fmt = np.lib.format
     try:
-        arr = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise GalmergeError(f"{p}: not a readable .npy array ({exc})") from None
+        version = fmt.read_magic(fh)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else \
+            fmt.read_array_header_2_0
+        shape, _, dtype = read_header(fh)
+        if dtype.hasobject:
+            raise GalmergeError(f"{p}: array holds Python objects, not numbers")
+        check_declared(tuple(shape), limits, p, itemsize=dtype.itemsize)
+        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        have = os.fstat(fh.fileno()).st_size - fh.tell()
+        if have < need:
+            raise GalmergeError(f"{p}: truncated .npy array ({have:,} of {need:,} bytes)")
+        fh.seek(0)
+        arr = np.load(fh, allow_pickle=False)
+    except GalmergeError:
+        raise
+    except (OSError, ValueError, EOFError, TypeError, SyntaxError) as exc:
+        raise GalmergeError(f"{p}: not a readable .npy array ({stable_message(exc)})") from None
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:

@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from galmerge.data.images import IMAGE_EXTENSIONS, RawImage, read_image
+from galmerge.data.images import IMAGE_EXTENSIONS, RawImage, read_image, stable_message
+from galmerge.data.limits import (
+    FileMissing,
+    ImageLimits,
+    ImageTooLarge,
+    check_declared,
+    file_problem,
+    open_regular,
+)
 from galmerge.errors import GalmergeError
 
 # --- row statuses (documented in docs/statuses.md) -------------------------------
@@ -39,9 +48,13 @@ FETCH_FAILED = "fetch_failed"
 UNSUPPORTED_PIXELS = "unsupported_pixels"
 #: The row has neither a cutout location nor coordinates to fetch one.
 NO_CUTOUT_SOURCE = "no_cutout_source"
+#: The cutout declares more pixels or bytes than the run accepts (``--max-pixels``).
+TOO_LARGE = "too_large"
+#: The model returned a value that is not a probability (non-finite or outside [0, 1]).
+BAD_MODEL_OUTPUT = "bad_model_output"
 
 STATUSES = (OK, MISSING_FILE, UNREADABLE, BLANK, BAD_COORDINATES, NO_COVERAGE, FETCH_FAILED,
-            UNSUPPORTED_PIXELS, NO_CUTOUT_SOURCE)
+            UNSUPPORTED_PIXELS, NO_CUTOUT_SOURCE, TOO_LARGE, BAD_MODEL_OUTPUT)
 
 
 @dataclass(frozen=True)
@@ -82,11 +95,49 @@ class Cutout:
         return self.status == OK and self.raw is not None
 
 
+class WholeRunError(GalmergeError):
+    """A problem every row would share (e.g. an output that would replace an input):
+    the per-row firewall lets it through, and it ends the run with one line."""
+
+
+def failure_status(exc: BaseException, status: str) -> tuple[str, str]:
+    """The row status and a short, stable detail for an exception raised by one row.
+
+    ``status`` is what an unexpected failure means for the source (``unreadable``
+    for files, ``fetch_failed`` for services). Details carry no object
+    addresses and no traceback, so two runs over the same input agree.
+    """
+    if isinstance(exc, ImageTooLarge):
+        return TOO_LARGE, exc.one_line()
+    if isinstance(exc, FileMissing):
+        return MISSING_FILE, exc.one_line()
+    if isinstance(exc, GalmergeError):
+        return status, exc.one_line()
+    if isinstance(exc, MemoryError):
+        return TOO_LARGE, "not enough memory to decode this cutout"
+    if isinstance(exc, OSError):
+        name = Path(exc.filename).name if isinstance(exc.filename, str) else ""
+        return status, f"{name + ': ' if name else ''}{file_problem(exc)}"
+    return status, f"internal error: {type(exc).__name__}: {stable_message(exc)}"
+
+
+def model_limits(convention: object, max_pixels: int | None = None) -> ImageLimits:
+    """The image limits for a model's convention (``max_pixels``: ``--max-pixels``)."""
+    size = int(getattr(convention, "size", 0) or 0)
+    crop = float(getattr(convention, "crop_fraction", 1.0) or 1.0)
+    extra = getattr(convention, "extra", None) or {}
+    px = extra.get("cutout_pixels") if isinstance(extra, dict) else None
+    return ImageLimits.for_model(size, crop, max_pixels=max_pixels,
+                                 cutout_pixels=int(px) if str(px).isdigit() else None)
+
+
 class CutoutSource(ABC):
     """Coordinates or locations in, images (or statuses) out."""
 
     #: Short name used in messages, cache keys and output metadata.
     name: str = "source"
+    #: What an unexpected exception while getting one row's cutout means.
+    error_status: str = UNREADABLE
 
     @abstractmethod
     def get(self, request: CutoutRequest) -> Cutout:
@@ -164,7 +215,7 @@ class H5Cube:
     image).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, limits: ImageLimits | None = None) -> None:
         import json as _json
 
         import h5py
@@ -172,15 +223,18 @@ class H5Cube:
         from galmerge.conventions import FLUX_LINEAR, ModelConvention
 
         self.path = Path(path)
+        # A regular file (never a FIFO or device, which h5py would wait on forever).
+        open_regular(self.path).close()
         try:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
-            raise GalmergeError(f"{self.path}: not a readable HDF5 file ({exc})") from None
-        if "images" not in self._h5 or self._h5["images"].ndim != 4:
+            raise GalmergeError(f"{self.path}: not a readable HDF5 file "
+                                f"({stable_message(exc)})") from None
+        try:
+            self._check_images(limits or ImageLimits())
+        except BaseException:
             self._h5.close()
-            raise GalmergeError(f"{self.path}: no 'images' (N, C, S, S) dataset",
-                                hint="write cubes with `galmerge simulate` or "
-                                     "galmerge.data.write_dataset")
+            raise
         self.images = self._h5["images"]
         self.n = int(self.images.shape[0])
         attrs = self._h5.attrs
@@ -194,6 +248,19 @@ class H5Cube:
             self.crop_applied = 1.0
         self._ids = self._h5["ids"] if "ids" in self._h5 else None
         self._index: dict[str, int] | None = None
+
+    def _check_images(self, limits: ImageLimits) -> None:
+        import h5py
+
+        images = self._h5.get("images")
+        if not isinstance(images, h5py.Dataset) or images.ndim != 4:
+            raise GalmergeError(f"{self.path}: no 'images' (N, C, S, S) dataset",
+                                hint="write cubes with `galmerge simulate` or "
+                                     "galmerge.data.write_dataset")
+        if images.dtype.kind not in "uif":
+            raise GalmergeError(f"{self.path}: 'images' holds {images.dtype}, not numbers")
+        check_declared(tuple(images.shape[1:]), limits, f"{self.path.name} images",
+                       itemsize=4)
 
     def _id_index(self) -> dict[str, int]:
         if self._index is None:
@@ -296,17 +363,20 @@ class LocalFileSource(CutoutSource):
     thread_safe = True
     #: Buffers reused by :meth:`get_stack` (must exceed the batches alive at once).
     RING = 8
+    #: HDF5 cubes named by ``file_loc`` kept open at once (least recently used closed first).
+    MAX_OPEN_CUBES = 32
 
     def __init__(self, *, base_dir: str | Path | None = None,
                  cutouts: str | Path | None = None, pattern: str | None = None,
-                 jpeg_kind: str | None = None) -> None:
+                 jpeg_kind: str | None = None, limits: ImageLimits | None = None) -> None:
         from galmerge.conventions import SDSS_COLOUR_JPEG
 
         self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         self.cutouts = Path(cutouts) if cutouts is not None else None
         self.pattern = pattern
         self.jpeg_kind = jpeg_kind or SDSS_COLOUR_JPEG
-        self._cubes: dict[str, H5Cube] = {}
+        self.limits = limits or ImageLimits()
+        self._cubes: OrderedDict[str, H5Cube] = OrderedDict()
         self._lock = threading.Lock()
         self._ring: list[np.ndarray] = []
         self._ring_pos = 0
@@ -317,7 +387,7 @@ class LocalFileSource(CutoutSource):
             if self.cutouts.is_dir():
                 self._dir = self.cutouts
             elif self.cutouts.is_file() and _is_h5(str(self.cutouts)):
-                self._cube = self._open_cube(str(self.cutouts))
+                self._cube = H5Cube(self.cutouts, self.limits)
             elif self.cutouts.exists():
                 raise GalmergeError(f"{self.cutouts}: --cutouts must be a folder or an HDF5 "
                                     "cube (.h5)")
@@ -328,12 +398,16 @@ class LocalFileSource(CutoutSource):
                                 hint="e.g. --pattern '{id}.jpeg'")
 
     def _open_cube(self, path: str) -> H5Cube:
-        with self._lock:
-            cube = self._cubes.get(path)
-            if cube is None:
-                cube = H5Cube(path)
-                self._cubes[path] = cube
+        """The cube at ``path`` from the bounded set of open cubes (call with the lock held)."""
+        cube = self._cubes.get(path)
+        if cube is not None:
+            self._cubes.move_to_end(path)
             return cube
+        cube = H5Cube(path, self.limits)
+        self._cubes[path] = cube
+        while len(self._cubes) > self.MAX_OPEN_CUBES:
+            self._cubes.popitem(last=False)[1].close()
+        return cube
 
     # -- locating ---------------------------------------------------------------------
     def _resolve(self, req: CutoutRequest) -> tuple[str, Path | None, int | None, str]:
@@ -379,27 +453,39 @@ class LocalFileSource(CutoutSource):
 
     def get(self, request: CutoutRequest) -> Cutout:
         """One row's cutout (never raises for a per-row problem)."""
+        try:
+            return self._get(request)
+        except WholeRunError:
+            raise
+        except Exception as exc:  # the firewall: one bad file never ends the run
+            status, detail = failure_status(exc, self.error_status)
+            return Cutout(status, detail=detail)
+
+    def _get(self, request: CutoutRequest) -> Cutout:
         mode, path, index, why = self._resolve(request)
         if mode == "file":
             assert path is not None
-            if not path.is_file():
-                return Cutout(MISSING_FILE, detail=f"{path}: not found")
             try:
-                raw = read_image(path, jpeg_kind=self.jpeg_kind)
-            except GalmergeError as exc:
-                return Cutout(UNREADABLE, detail=exc.one_line())
+                raw = read_image(path, jpeg_kind=self.jpeg_kind, limits=self.limits)
+            except FileMissing:
+                return Cutout(MISSING_FILE, detail=f"{path}: not found")
             return Cutout(OK, raw)
         if mode == "cube":
             assert path is not None
-            try:
-                cube = self._open_cube(str(path))
-            except GalmergeError as exc:
-                status = MISSING_FILE if not path.exists() else UNREADABLE
-                return Cutout(status, detail=exc.one_line())
-            idx, whys = cube.locate([request], explicit=[index])
-            if idx[0] < 0:
-                return Cutout(MISSING_FILE, detail=whys[0])
-            px = cube.read(idx)[0]
+            # One lock for open, lookup and read: h5py serialises HDF5 calls anyway, and
+            # a cube is never closed (evicted) while another thread reads it.
+            with self._lock:
+                if self._cube is not None and path == self.cutouts:
+                    cube = self._cube
+                else:
+                    try:
+                        cube = self._open_cube(str(path))
+                    except FileMissing:
+                        return Cutout(MISSING_FILE, detail=f"{path}: not found")
+                idx, whys = cube.locate([request], explicit=[index])
+                if idx[0] < 0:
+                    return Cutout(MISSING_FILE, detail=whys[0])
+                px = cube.read(idx)[0]
             return Cutout(OK, RawImage(px, cube.kind, cube.bands, f"{cube.path}#{idx[0]}"),
                           crop_applied=cube.crop_applied)
         return Cutout(mode, detail=why)
@@ -425,6 +511,10 @@ class LocalFileSource(CutoutSource):
 
     def close(self) -> None:
         """Close open HDF5 cubes."""
-        for cube in self._cubes.values():
-            cube.close()
-        self._cubes.clear()
+        with self._lock:
+            for cube in self._cubes.values():
+                cube.close()
+            self._cubes.clear()
+            if self._cube is not None:
+                self._cube.close()
+                self._cube = None

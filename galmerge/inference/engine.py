@@ -22,6 +22,7 @@ import numpy as np
 
 from galmerge.conventions import METADATA_PREFIX, ModelConvention
 from galmerge.errors import GalmergeError
+from galmerge.inference.model_checks import check_batch_output, check_output_shape
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_BATCH_SIZE = 256
@@ -208,6 +209,7 @@ class OnnxClassifier:
         outs = {o.name: o for o in self.session.get_outputs()}
         if "p_merger" in outs:
             self._output = "p_merger"
+            check_output_shape(outs["p_merger"].shape, str(p))
         else:
             raise GalmergeError(f"{p}: model has no output 'p_merger' (outputs: "
                                 f"{', '.join(outs)})", hint="export it with `galmerge export`")
@@ -222,8 +224,9 @@ class OnnxClassifier:
             x[:k] = batch
             if k < self.batch_size:
                 x[k:] = 0.0
-        p = self.session.run([self._output], {self._input: x})[0]
-        return np.asarray(p[:k], dtype=np.float32)
+        p = check_batch_output(self.session.run([self._output], {self._input: x})[0],
+                               self.batch_size, str(self.path))
+        return p[:k]
 
     def predict(self, images: np.ndarray, *,
                 progress: Callable[[int], None] | None = None) -> np.ndarray:

@@ -36,7 +36,7 @@ import pandas as pd
 
 from galmerge.conventions import ModelConvention
 from galmerge.errors import GalmergeError
-from galmerge.inference.cache import CutoutCache
+from galmerge.inference.cache import CACHE_FILE, CutoutCache
 from galmerge.inference.catalog import (
     Columns,
     find_columns,
@@ -53,6 +53,7 @@ from galmerge.inference.cutouts import (
     CutoutRequest,
 )
 from galmerge.inference.http import HttpSettings
+from galmerge.inference.paths import check_outputs_spare_inputs
 from galmerge.inference.services import (
     SERVICES,
     ServiceCutoutSource,
@@ -133,6 +134,7 @@ class FetchOptions:
         """HTTP behaviour from these options."""
         return HttpSettings(concurrency=self.concurrency, max_rps=self.max_rps,
                             read_timeout=self.timeout, connect_timeout=min(10.0, self.timeout),
+                            total_timeout=self.timeout,
                             max_attempts=self.retries + 1, backoff_base=self.backoff)
 
     def cache_dir(self) -> Path | None:
@@ -363,6 +365,14 @@ def fetch_catalog(config: FetchConfig, *,
     """
     t0 = time.perf_counter()
     table = config.status_path()
+    tmp = table.with_name(table.name + ".partial")
+    inputs = [("catalogue", Path(config.catalog)),
+              *(("cutout cache", Path(config.out) / (CACHE_FILE + sfx))
+                 for sfx in ("", "-wal", "-shm"))]
+    if config.model is not None:
+        inputs.append(("model", Path(config.model)))
+    check_outputs_spare_inputs([("status table", table), ("status table", tmp)], inputs,
+                               hint="choose another --status-out")
     if table.exists() and not (config.resume or config.overwrite):
         raise GalmergeError(f"{table} exists", hint="continue with --resume, or --overwrite")
     done = _previous_done(table) if config.resume and table.exists() else {}
@@ -376,7 +386,6 @@ def fetch_catalog(config: FetchConfig, *,
     source = opts.open_source(convention)
     counts: Counter[str] = Counter()
     table.parent.mkdir(parents=True, exist_ok=True)
-    tmp = table.with_name(table.name + ".partial")
     n = 0
     c = source.settings.concurrency
 

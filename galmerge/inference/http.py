@@ -60,7 +60,11 @@ class HttpSettings:
         backoff_base, backoff_max: seconds; see the module docstring.
         max_retry_after: a ``Retry-After`` longer than this (seconds) ends the
             row as ``fetch_failed`` instead of stalling the run.
-        max_body_bytes: larger bodies are refused (a cutout is KB to a few MB).
+        max_body_bytes: larger bodies are refused (a cutout is KB to a few MB);
+            counted after any ``Content-Encoding`` is undone.
+        total_timeout: seconds one request may take from sending to the last
+            body byte, however the server trickles it (``None``: connect + read
+            timeout).
         user_agent: the ``User-Agent`` header.
     """
 
@@ -73,6 +77,7 @@ class HttpSettings:
     backoff_max: float = 60.0
     max_retry_after: float = 300.0
     max_body_bytes: int = 64 * 2**20
+    total_timeout: float | None = None
     user_agent: str = USER_AGENT
 
     def __post_init__(self) -> None:
@@ -84,6 +89,15 @@ class HttpSettings:
             raise GalmergeError(f"max_attempts must be at least 1, got {self.max_attempts}")
         if not (self.connect_timeout > 0 and self.read_timeout > 0):
             raise GalmergeError("timeouts must be positive")
+        if self.total_timeout is not None and not self.total_timeout > 0:
+            raise GalmergeError("timeouts must be positive")
+
+    @property
+    def deadline(self) -> float:
+        """Seconds one request may take in all."""
+        if self.total_timeout is not None:
+            return self.total_timeout
+        return self.connect_timeout + self.read_timeout
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (0-based)."""
@@ -306,31 +320,48 @@ class HttpClient:
     # -- one request -------------------------------------------------------------
 
     def get(self, url: str, params: Mapping[str, Any]) -> Response:
-        """One GET; any HTTP status is returned, transport failures raise TransientError."""
+        """One GET; any HTTP status is returned, transport failures raise TransientError.
+
+        The body is read as it arrives (``read1``), so a server that trickles
+        bytes is cut off at :attr:`HttpSettings.deadline`; a compressed body
+        (``Content-Encoding: gzip``) is decoded on the fly, its decoded size
+        capped, and its length checked against the bytes on the wire.
+        """
         import requests
+        import urllib3.exceptions as u3
 
         st = self.settings
         self.stats.add(requests=1)
+        t_end = time.monotonic() + st.deadline
         try:
             with self._session().get(url, params=params, stream=True, allow_redirects=True,
                                      timeout=(st.connect_timeout, st.read_timeout)) as r:
                 chunks, size = [], 0
-                for chunk in r.iter_content(65536):
+                while True:
+                    if time.monotonic() > t_end:
+                        raise TransientError(f"no complete answer within {st.deadline:g} s")
+                    chunk = r.raw.read1(65536, decode_content=True)
+                    if not chunk:
+                        break
                     size += len(chunk)
                     if size > st.max_body_bytes:
                         raise TransientError(f"body larger than {st.max_body_bytes} bytes")
                     chunks.append(chunk)
                 body = b"".join(chunks)
                 declared = r.headers.get("Content-Length")
-                if declared is not None and declared.isdigit() and int(declared) != len(body):
+                on_wire = r.raw.tell()
+                if declared is not None and declared.isdigit() and int(declared) != on_wire:
                     raise TransientError(
-                        f"truncated body: got {len(body)} of {declared} bytes")
+                        f"truncated body: got {on_wire} of {declared} bytes")
                 return Response(r.status_code, r.reason or "", r.headers, body, r.url)
-        except requests.exceptions.ChunkedEncodingError as exc:
+        except (requests.exceptions.ChunkedEncodingError, u3.ProtocolError,
+                u3.IncompleteRead) as exc:
             raise TransientError(f"truncated body: {_short(exc)}") from None
+        except u3.DecodeError:
+            raise TransientError("body does not decode (Content-Encoding)") from None
         except requests.exceptions.ConnectTimeout:
             raise TransientError(f"connect timeout after {st.connect_timeout:g} s") from None
-        except requests.exceptions.ReadTimeout:
+        except (requests.exceptions.ReadTimeout, u3.ReadTimeoutError):
             raise TransientError(f"read timeout after {st.read_timeout:g} s") from None
         except requests.exceptions.ConnectionError as exc:
             if "Read timed out" in str(exc):
@@ -338,6 +369,8 @@ class HttpClient:
             raise TransientError(f"connection error ({_short(exc)})") from None
         except requests.exceptions.InvalidURL as exc:
             raise GalmergeError(f"invalid service URL {url!r}: {exc}") from None
+        except (OSError, u3.HTTPError) as exc:  # e.g. a reset mid-body
+            raise TransientError(f"connection error ({_short(exc)})") from None
 
     # -- with retries -------------------------------------------------------------
 
@@ -395,8 +428,8 @@ class HttpClient:
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:
-    """The informative core of a requests/urllib3 exception message."""
-    text = str(exc)
+    """The informative core of a requests/urllib3 exception message (no object addresses)."""
+    text = re.sub(r"<[^<>']* at 0x[0-9a-fA-F]+>:? ?", "", str(exc))
     m = re.search(r"IncompleteRead\(([^)]*)\)", text)
     if m:
         return m.group(1)

@@ -55,15 +55,21 @@ from galmerge.inference.catalog import (
 from galmerge.inference.concurrency import ordered_map
 from galmerge.inference.cutouts import (
     BAD_COORDINATES,
+    BAD_MODEL_OUTPUT,
     FETCH_FAILED,
     OK,
     Cutout,
     CutoutRequest,
     CutoutSource,
     LocalFileSource,
+    WholeRunError,
+    failure_status,
+    model_limits,
 )
 from galmerge.inference.engine import DEFAULT_BATCH_SIZE, OnnxClassifier, available_cpus
 from galmerge.inference.fetch import FetchOptions, Prefetcher, chunk_requests, row_scales
+from galmerge.inference.model_checks import invalid_scores
+from galmerge.inference.paths import check_outputs_spare_inputs, file_loc_collision
 from galmerge.inference.preprocess import DEFAULT_BLANK_THRESHOLD, prepare_cutout, prepare_stack
 from galmerge.inference.services import ServiceCutoutSource, open_cached_source
 from galmerge.inference.writers import (
@@ -110,6 +116,9 @@ class ClassifyOptions:
         workers: cutout decode threads (default: available cores, at most 8).
         blank_threshold: fraction of dead pixels above which a cutout is ``blank``.
         fetch: fetch cutouts from a survey service (``classify --fetch``).
+        max_pixels: largest cutout plane (height x width) decoded; larger ones are
+            ``too_large`` (default: scaled to the model, see
+            :meth:`~galmerge.data.limits.ImageLimits.for_model`).
     """
 
     threshold: float = 0.5
@@ -128,6 +137,7 @@ class ClassifyOptions:
     workers: int | None = None
     blank_threshold: float = DEFAULT_BLANK_THRESHOLD
     fetch: FetchOptions | None = None
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -136,6 +146,8 @@ class ClassifyOptions:
             raise GalmergeError("chunk size and batch size must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise GalmergeError(f"--limit must be at least 1, got {self.limit}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise GalmergeError(f"--max-pixels must be at least 1, got {self.max_pixels}")
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that change the output (must match to resume)."""
@@ -191,7 +203,8 @@ def make_context(
         model, device=options.device, batch_size=options.batch_size, threads=options.threads)
     if source is None:
         source = LocalFileSource(base_dir=base_dir, cutouts=options.cutouts,
-                                 pattern=options.pattern)
+                                 pattern=options.pattern,
+                                 limits=model_limits(clf.convention, options.max_pixels))
     return ClassifyContext(clf, source, columns, options)
 
 
@@ -275,7 +288,17 @@ def _batches(requests: list[CutoutRequest], ctx: ClassifyContext,
     start = 0
     while start < len(requests):  # array fast path, batch by batch
         part = requests[start:start + bs]
-        stack = source.get_stack(part)
+        try:
+            stack = source.get_stack(part)
+        except WholeRunError:
+            raise
+        except Exception as exc:  # e.g. a damaged HDF5 chunk: these rows only
+            st, de = failure_status(exc, source.error_status)
+            for j in range(len(part)):
+                record(start + j, st, de)
+            yield [], np.empty((0,), dtype=np.float32), len(part)
+            start += len(part)
+            continue
         if stack is None:
             break
         sts, des, imgs = prepare_stack(stack, conv, blank_threshold=opts.blank_threshold)
@@ -293,14 +316,26 @@ def _batches(requests: list[CutoutRequest], ctx: ClassifyContext,
     def prep(c: Cutout) -> tuple[str, str, np.ndarray | None]:
         return prepare_cutout(c, conv, blank_threshold=opts.blank_threshold)
 
+    def firewall(fn: Callable[[Any], tuple[str, str, np.ndarray | None]]
+                 ) -> Callable[[Any], tuple[str, str, np.ndarray | None]]:
+        # Whatever one row raises while read, fetched, decoded or prepared stays that row's.
+        def guarded(item: Any) -> tuple[str, str, np.ndarray | None]:
+            try:
+                return fn(item)
+            except WholeRunError:
+                raise
+            except Exception as exc:
+                return (*failure_status(exc, source.error_status), None)
+        return guarded
+
     # Decoding runs ahead on worker threads (bounded window) while this thread
     # runs the model on earlier batches.
     workers = ctx.workers
     if getattr(source, "thread_safe", False):
-        results = ordered_map(lambda r: prep(source.get(r)), rest, workers=workers,
+        results = ordered_map(firewall(lambda r: prep(source.get(r))), rest, workers=workers,
                               window=4 * workers, name="galmerge-decode")
     else:
-        results = ordered_map(prep, source.get_many(rest), workers=workers,
+        results = ordered_map(firewall(prep), source.get_many(rest), workers=workers,
                               window=4 * workers, name="galmerge-decode")
     buf = np.empty((bs, len(conv.bands), conv.size, conv.size), dtype=np.float32)
     buf_pos: list[int] = []
@@ -337,7 +372,17 @@ def _run_requests(requests: list[CutoutRequest], positions: np.ndarray, ctx: Cla
 
     for ok, imgs, nrows in _batches(requests, ctx, record):
         if len(ok):
-            p[positions[np.asarray(ok)]] = clf.run_batch(imgs)
+            rows = positions[np.asarray(ok)]
+            scores = clf.run_batch(imgs)
+            bad = invalid_scores(scores)
+            if bad.any():  # not a probability: the row gets a status, the run says why
+                for i, v in zip(rows[bad], scores[bad], strict=True):
+                    status[i], detail[i] = BAD_MODEL_OUTPUT, f"model returned {v!r}, " \
+                        "not a probability in [0, 1]"
+                ctx.warnings.add(f"model {clf.name} returned values that are not probabilities "
+                                 f"(NaN, or outside [0, 1]): those rows are {BAD_MODEL_OUTPUT}")
+                scores = np.where(bad, np.float32(np.nan), scores)
+            p[rows] = scores
         if progress is not None:
             progress("rows", nrows)
 
@@ -521,6 +566,18 @@ def _locked(work: Path) -> Iterator[None]:
         fh.close()
 
 
+def _empty_work_dir(work: Path) -> None:
+    """Remove everything in the work folder, the lock file last (its holder keeps the lock)."""
+    for child in work.iterdir():
+        if child.name == "lock":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    (work / "lock").unlink(missing_ok=True)
+
+
 def _prepare_work_dir(work: Path, manifest: dict[str, Any], resume: bool
                       ) -> tuple[dict[str, Any], bool]:
     """Return the manifest to use (the original one when resuming) and whether resuming."""
@@ -541,10 +598,18 @@ def _prepare_work_dir(work: Path, manifest: dict[str, Any], resume: bool
     for child in work.iterdir():
         if child.name.startswith(("part-", ".part-")) or child.name == MANIFEST:
             child.unlink()
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     tmp = work / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, mpath)
-    return manifest, False
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, mpath)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GalmergeError(f"{mpath}: cannot write the run manifest "
+                            f"({exc.strerror or type(exc).__name__})",
+                            hint="free some disk space, or choose another --output") from None
+    # What a resumed run reads back (key order included), so both write the same bytes.
+    return json.loads(text), False
 
 
 # --- the local runner ---------------------------------------------------------------
@@ -641,12 +706,15 @@ class ClassifyRun:
         check_output(out)
         fmt = output_format(out)
         check_output_columns(out, fmt, len(reader.columns) + len(RESULT_COLUMNS))
-        if out.resolve() == cat.resolve():
-            raise GalmergeError(f"{out}: output would overwrite the input catalogue")
         self.catalog, self.reader, self.columns, self.options = cat, reader, cols, opts
         self.output, self.format = out, fmt
-        self.classifier = OnnxClassifier(resolve_model(model), device=opts.device,
-                                         batch_size=opts.batch_size, threads=opts.threads)
+        self.work = out.with_name(out.name + ".parts")
+        model_path = resolve_model(model)
+        self._check_inputs_spared(model_path)
+        # A batch never spans chunks, so larger batches would only pad (and allocate).
+        batch = min(opts.batch_size, opts.chunk_size, self.total_rows or opts.batch_size)
+        self.classifier = OnnxClassifier(model_path, device=opts.device,
+                                         batch_size=max(1, batch), threads=opts.threads)
         clf = self.classifier
         self._own_source = source is None
         self.source = source if source is not None else self.make_source()
@@ -663,12 +731,54 @@ class ClassifyRun:
             "output": {"path": str(out), "format": fmt},
             "source": self.source.name if self.source is not None else LocalFileSource.name,
         }
-        self.work = out.with_name(out.name + ".parts")
         self.resume = resume
         self.resuming = False
         self.n_chunks = 0
         self.reused = 0
         self._lock: contextlib.ExitStack | None = None
+
+    def outputs(self) -> list[tuple[str, Path]]:
+        """``(what, path)`` of every file this run writes besides its work folder."""
+        outs = [("output", self.output)]
+        if self.format == "csv":
+            outs.append(("metadata sidecar", self.output.with_name(self.output.name +
+                                                                   ".meta.json")))
+        return outs
+
+    def inputs(self, model_path: Path) -> list[tuple[str, Path]]:
+        """``(what, path)`` of every file or folder this run reads (``file_loc`` aside)."""
+        from galmerge.inference.cache import CACHE_FILE
+
+        opts = self.options
+        ins = [("catalogue", self.catalog), ("model", model_path)]
+        caches = []
+        if opts.cutouts:
+            ins.append(("cutouts", Path(opts.cutouts)))
+            caches.append(Path(opts.cutouts))
+        if opts.fetch is not None and opts.fetch.cache_dir() is not None:
+            caches.append(Path(str(opts.fetch.cache_dir())))
+        for c in caches:
+            ins += [("cutout cache", c / (CACHE_FILE + sfx)) for sfx in ("", "-wal", "-shm")]
+        return ins
+
+    def _check_inputs_spared(self, model_path: Path) -> None:
+        """No output, sidecar or work folder may be a file this run reads (before any write)."""
+        outs = self.outputs()
+        check_outputs_spare_inputs(outs, self.inputs(model_path), work=self.work,
+                                   hint="choose another --output")
+        col = self.columns.file_loc
+        if col is None:
+            return
+        targets = [*outs, *((f"work file {p.name}", p) for p in
+                            (self.work.iterdir() if self.work.is_dir() else ()))]
+        if not any(p.exists() for _, p in targets):
+            return
+        for _, frame in self.reader.chunks(self.options.chunk_size, limit=self.options.limit):
+            hit = file_loc_collision(text_values(frame[col]), self.catalog.parent, targets)
+            if hit is not None:
+                raise WholeRunError(f"{hit[1]}: the {hit[0]} would replace a cutout that "
+                                    f"column {col!r} of {self.catalog} names",
+                                    hint="choose another --output")
 
     @property
     def total_rows(self) -> int | None:
@@ -679,7 +789,17 @@ class ClassifyRun:
     def __enter__(self) -> ClassifyRun:
         self._lock = contextlib.ExitStack()
         self._lock.enter_context(_locked(self.work))
-        self.manifest, self.resuming = _prepare_work_dir(self.work, self.manifest, self.resume)
+        try:
+            self.manifest, self.resuming = _prepare_work_dir(self.work, self.manifest,
+                                                             self.resume)
+        except BaseException:
+            if [c.name for c in self.work.iterdir()] == ["lock"]:  # nothing of ours to keep
+                _empty_work_dir(self.work)
+                self.__exit__()
+                with contextlib.suppress(OSError):
+                    self.work.rmdir()
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -748,8 +868,12 @@ class ClassifyRun:
                           text_columns=self.reader.text_columns,
                           keep_text={c for c in (self.columns.file_loc,) if c},
                           progress=progress, table_meta=self.reader.meta)
+        # Clean up while still holding the lock: a run that starts meanwhile cannot
+        # take the folder (and lose its parts) before it is gone.
+        _empty_work_dir(self.work)
         self.__exit__()
-        shutil.rmtree(self.work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.work.rmdir()
         return result
 
 

@@ -43,6 +43,7 @@ from galmerge.conventions import (
     ModelConvention,
 )
 from galmerge.data.images import RawImage, blank_fraction, decode_fits_bytes, decode_rgb8_bytes
+from galmerge.data.limits import ImageLimits, ImageTooLarge
 from galmerge.errors import GalmergeError
 from galmerge.inference.cache import CacheEntry, CacheKey, CutoutCache
 from galmerge.inference.concurrency import ordered_map
@@ -52,9 +53,11 @@ from galmerge.inference.cutouts import (
     MISSING_FILE,
     NO_COVERAGE,
     OK,
+    TOO_LARGE,
     Cutout,
     CutoutRequest,
     CutoutSource,
+    failure_status,
 )
 from galmerge.inference.http import Attempt, HttpClient, HttpSettings, Response, looks_like_html
 
@@ -163,9 +166,12 @@ class ServiceCutoutSource(CutoutSource):
         prefetch: results buffered per worker thread in :meth:`get_many`
             (the window is ``concurrency * prefetch``).
         coverage_threshold: see :data:`COVERAGE_THRESHOLD`.
+        limits: the largest image decoded from an answer (default: scaled to
+            the requested cutout, :meth:`ImageLimits.for_model`).
     """
 
     name = "service"
+    error_status = FETCH_FAILED
     default_url: ClassVar[str] = ""
     min_pixels: ClassVar[int] = 1
     max_pixels: ClassVar[int] = 4096
@@ -175,8 +181,10 @@ class ServiceCutoutSource(CutoutSource):
     def __init__(self, geometry: Geometry, *, url: str | None = None,
                  settings: HttpSettings | None = None, cache: CutoutCache | None = None,
                  offline: bool = False, prefetch: int = 4,
-                 coverage_threshold: float = COVERAGE_THRESHOLD) -> None:
+                 coverage_threshold: float = COVERAGE_THRESHOLD,
+                 limits: ImageLimits | None = None) -> None:
         self.geometry = geometry
+        self.limits = limits or ImageLimits.for_model(max(geometry.pixels, self.min_pixels))
         raw_url = (url or "").strip() or _env_url(self.name, self.default_url)
         self.urls = tuple(u.strip().rstrip("/") for u in raw_url.split(",") if u.strip())
         if not self.urls or not all(u.startswith(("http://", "https://")) for u in self.urls):
@@ -378,7 +386,8 @@ class ServiceCutoutSource(CutoutSource):
         except GalmergeError:
             raise
         except Exception as exc:  # one bad row never stops the run
-            return Cutout(FETCH_FAILED, detail=f"internal error: {type(exc).__name__}: {exc}")
+            status, detail = failure_status(exc, FETCH_FAILED)
+            return Cutout(status, detail=detail)
 
     def stats(self) -> dict[str, int]:
         """Requests sent, retries, transient errors, 429s and cache hits so far."""
@@ -417,6 +426,8 @@ class ServiceCutoutSource(CutoutSource):
             return Attempt(FETCH_FAILED, detail=problem, retry=True)
         try:
             raw = self._decode(resp.body, resp.content_type, where)
+        except ImageTooLarge as exc:  # asking again gets the same bomb: final, never cached
+            return Attempt(TOO_LARGE, detail=exc.one_line())
         except GalmergeError as exc:
             why = exc.one_line().split(": ", 1)[-1]
             return Attempt(FETCH_FAILED, detail=f"corrupt {self.fmt} body with HTTP 200 "
@@ -490,7 +501,7 @@ class SdssCutoutSource(ServiceCutoutSource):
                            "TaskName": "galmerge"}
 
     def _decode(self, body: bytes, content_type: str, where: str) -> RawImage:
-        return decode_rgb8_bytes(body, source=where, kind=SDSS_COLOUR_JPEG)
+        return decode_rgb8_bytes(body, source=where, kind=SDSS_COLOUR_JPEG, limits=self.limits)
 
     def _on_404(self, resp: Response) -> Attempt | None:
         # Current SkyServerWS: 404 "NOT FOUND. Requested (ra, dec) is outside the SDSS
@@ -549,8 +560,8 @@ class LegacyCutoutSource(ServiceCutoutSource):
 
     def _decode(self, body: bytes, content_type: str, where: str) -> RawImage:
         if self.fmt == "jpeg":
-            return decode_rgb8_bytes(body, source=where, kind=DISPLAY_RGB8)
-        raw = decode_fits_bytes(body, source=where)
+            return decode_rgb8_bytes(body, source=where, kind=DISPLAY_RGB8, limits=self.limits)
+        raw = decode_fits_bytes(body, source=where, limits=self.limits)
         if raw.pixels.shape[0] != len(self._bands):
             raise GalmergeError(f"{where}: FITS has {raw.pixels.shape[0]} planes, asked for "
                                 f"bands {self._bands}")
@@ -617,12 +628,12 @@ class HipsCutoutSource(ServiceCutoutSource):
 
     def _decode(self, body: bytes, content_type: str, where: str) -> RawImage:
         if self.fmt == "fits":
-            raw = decode_fits_bytes(body, source=where)
+            raw = decode_fits_bytes(body, source=where, limits=self.limits)
             return RawImage(raw.pixels, self.pixel_kind, raw.bands, where)
         if self.fmt == "png":
             return decode_rgb8_bytes(body, source=where, kind=self.pixel_kind,
-                                     transparent_is_nodata=True)
-        return decode_rgb8_bytes(body, source=where, kind=self.pixel_kind)
+                                     transparent_is_nodata=True, limits=self.limits)
+        return decode_rgb8_bytes(body, source=where, kind=self.pixel_kind, limits=self.limits)
 
 
 #: ``--fetch`` names.
