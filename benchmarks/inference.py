@@ -42,6 +42,7 @@ from galmerge.data.images import prepare, read_image  # noqa: E402
 from galmerge.export import export_onnx, sdss_example_convention  # noqa: E402
 from galmerge.inference.engine import OnnxClassifier  # noqa: E402
 from galmerge.inference.pipeline import ClassifyOptions, classify_catalog  # noqa: E402
+from galmerge.inference.views import VIEW_CHOICES, score_views  # noqa: E402
 
 EXAMPLE = ROOT / "catalogs" / "sdss_example"
 NORM = Normalisation((20.5599, 17.5258, 12.9599), (32.2234, 26.4984, 21.4642))
@@ -141,11 +142,20 @@ def end_to_end(onnx_path: Path, tmp: Path, threads: int, batch: int, jpeg_rows: 
     opts = dict(batch_size=batch, threads=threads, device="cpu")
     clf = OnnxClassifier(onnx_path, device="cpu", batch_size=batch, threads=threads)
     x = np.ascontiguousarray(prepared[np.arange(batch) % len(prepared)])
-    out: dict[str, list[float]] = {"jpeg": [], "hdf5": [], "model_only": []}
+    out: dict[str, list[float]] = {"jpeg": [], "hdf5": [], "model_only": [],
+                                   **{f"views{v}": [] for v in VIEW_CHOICES},
+                                   "hdf5_views8": []}
     # Interleaved rounds, best of each: a burst of load from another process on the
     # shared machine then lowers one round, not one side of the comparison.
     for _ in range(3):
         out["model_only"].append(rate(lambda: (clf.run_batch(x), batch)[1], repeats=1))
+        for v in VIEW_CHOICES:  # the model work classify does for p_merger_spread (issue 11)
+            out[f"views{v}"].append(rate(lambda v=v: (score_views(clf.run_batch, x, v),
+                                                      batch)[1], repeats=1))
+        o = tmp / "hdf5_views8_scores.csv"
+        s = classify_catalog(hcat, model=onnx_path, output=o, options=ClassifyOptions(
+            **opts, cutouts=str(cube), views=8, limit=max(batch, h5_rows // 4)))
+        out["hdf5_views8"].append(s.rows / s.seconds)
         for label, cat, extra in (("hdf5", hcat, {"cutouts": str(cube)}), ("jpeg", jcat, {})):
             o = tmp / f"{label}_scores.csv"
             s = classify_catalog(cat, model=onnx_path, output=o,
@@ -218,6 +228,25 @@ def main() -> None:
         f"{h / m:.0%} |",
         f"| SDSS JPEG files ({args.jpeg_rows:,} rows, 423×423, decode + crop + area resize) | "
         f"{j:,.0f} | {spread('jpeg')} | {j / m:.0%} |",
+    ]
+    v2, v8, h8 = (max(e2e[k]) for k in ("views2", "views8", "hdf5_views8"))
+    lines += [
+        "",
+        "Per-row uncertainty (`p_merger_spread`, issue 11): model work per batch with the "
+        "views classify scores, and end-to-end from the HDF5 cube with `--views 8` "
+        f"({max(args.batch, args.h5_rows // 4):,} rows). The rows above are the default "
+        "(`--views 2`).",
+        "",
+        "| model work | images/s (best) | cost vs one view |",
+        "|---|---:|---:|",
+        f"| one view (no spread; before issue 11) | {m:,.0f} | 1.00× |",
+        f"| `--views 2` (default: identity + mirror) | {v2:,.0f} | {m / v2:.2f}× |",
+        f"| `--views 8` (all flips/rotations) | {v8:,.0f} | {m / v8:.2f}× |",
+        f"| end-to-end HDF5, `--views 8` | {h8:,.0f} | {m / h8:.2f}× |",
+        "",
+        f"Default cost of the spread ≤ 2× model-only — {'met' if m / v2 <= 2.1 else 'MISSED'} "
+        f"({m / v2:.2f}×; end-to-end HDF5 with the default is {h / v2:.0%} of the model work "
+        f"it does and {h / m:.0%} of one-view model-only).",
     ]
     worst = min(o / t for _, o, t in mt)
     at_classify = next((o / t for b, o, t in mt if b == args.batch), None)

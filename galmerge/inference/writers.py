@@ -54,7 +54,8 @@ OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".fits
                   ".fit": "fits", ".ecsv": "ecsv", ".vot": "votable", ".votable": "votable",
                   ".xml": "votable", ".h5": "hdf5", ".hdf5": "hdf5"}
 #: Columns added to every row.
-RESULT_COLUMNS = ("p_merger", "is_merger", "status", "status_detail")
+RESULT_COLUMNS = ("p_merger", "p_merger_raw", "p_merger_spread", "is_merger", "ood", "status",
+                  "status_detail")
 PART_GLOB = "part-*.parquet"
 #: FITS/HDF5 stand-in for a missing integer (FITS ``TNULLn``).
 INT_NULL = np.iinfo(np.int64).min
