@@ -66,9 +66,15 @@ from galmerge.inference.cutouts import (
 from galmerge.inference.engine import DEFAULT_BATCH_SIZE, OnnxClassifier, available_cpus
 from galmerge.inference.fetch import FetchOptions, Prefetcher, chunk_requests, row_scales
 from galmerge.inference.preprocess import DEFAULT_BLANK_THRESHOLD, prepare_cutout, prepare_stack
-from galmerge.inference.scoring import ESTIMATE, RowScores, Scoring, finalise_parts, make_scoring
+from galmerge.inference.scoring import (
+    RowScores,
+    Scoring,
+    check_scoring_options,
+    finalise_parts,
+    make_scoring,
+)
 from galmerge.inference.services import ServiceCutoutSource, open_cached_source
-from galmerge.inference.views import DEFAULT_VIEWS, VIEW_CHOICES
+from galmerge.inference.views import DEFAULT_VIEWS
 from galmerge.inference.writers import (
     RESULT_COLUMNS,
     AssemblyResult,
@@ -153,25 +159,9 @@ class ClassifyOptions:
             raise GalmergeError(f"--limit must be at least 1, got {self.limit}")
 
     def _check_calibration_options(self) -> None:
-        mf = self.merger_fraction
-        if isinstance(mf, str) and mf != ESTIMATE:
-            try:
-                self.merger_fraction = mf = float(mf)
-            except ValueError:
-                raise GalmergeError(f"--merger-fraction must be a number or 'estimate', got "
-                                    f"{mf!r}") from None
-        if not isinstance(mf, str) and not 0.0 < mf < 1.0:
-            raise GalmergeError(f"--merger-fraction must be strictly between 0 and 1, got {mf:g}")
-        targets = [t for t in (self.target_purity, self.target_completeness) if t is not None]
-        if len(targets) > 1 or (targets and self.threshold is not None):
-            raise GalmergeError("give at most one of --threshold, --target-purity and "
-                                "--target-completeness")
-        if targets and not 0.0 < targets[0] <= 1.0:
-            raise GalmergeError(f"target purity/completeness must be in (0, 1], got "
-                                f"{targets[0]:g}")
-        if self.views not in VIEW_CHOICES:
-            raise GalmergeError(f"--views must be one of {', '.join(map(str, VIEW_CHOICES))}, "
-                                f"got {self.views}")
+        self.merger_fraction = check_scoring_options(
+            self.merger_fraction, threshold=self.threshold, target_purity=self.target_purity,
+            target_completeness=self.target_completeness, views=self.views)
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that change the output (must match to resume)."""

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from galmerge.errors import GalmergeError
 from galmerge.inference.calibration import (
     DARG2010_MERGER_FRACTION,
     ModelCalibration,
@@ -40,10 +41,10 @@ from galmerge.inference.calibration import (
 )
 from galmerge.inference.cutouts import OK
 from galmerge.inference.ood import ood_flags
-from galmerge.inference.views import DEFAULT_VIEWS, score_views
+from galmerge.inference.views import DEFAULT_VIEWS, VIEW_CHOICES, score_views
 
-__all__ = ["COLUMN_DESCRIPTIONS", "ESTIMATE", "RowScores", "Scoring", "finalise_parts",
-           "make_scoring"]
+__all__ = ["COLUMN_DESCRIPTIONS", "ESTIMATE", "RowScores", "Scoring", "check_scoring_options",
+           "finalise_parts", "make_scoring"]
 
 #: ``--merger-fraction estimate``.
 ESTIMATE = "estimate"
@@ -154,6 +155,31 @@ class Scoring:
             if self.choice.expected is not None:
                 m["threshold_expected"] = self.choice.expected
         return m
+
+
+def check_scoring_options(merger_fraction: float | str, *, threshold: float | None,
+                          target_purity: float | None, target_completeness: float | None,
+                          views: int) -> float | str:
+    """Validate classify's issue-11 options; returns the merger fraction (float or ``estimate``)."""
+    mf = merger_fraction
+    if isinstance(mf, str) and mf != ESTIMATE:
+        try:
+            mf = float(mf)
+        except ValueError:
+            raise GalmergeError(f"--merger-fraction must be a number or 'estimate', got "
+                                f"{mf!r}") from None
+    if not isinstance(mf, str) and not 0.0 < mf < 1.0:
+        raise GalmergeError(f"--merger-fraction must be strictly between 0 and 1, got {mf:g}")
+    targets = [t for t in (target_purity, target_completeness) if t is not None]
+    if len(targets) > 1 or (targets and threshold is not None):
+        raise GalmergeError("give at most one of --threshold, --target-purity and "
+                            "--target-completeness")
+    if targets and not 0.0 < targets[0] <= 1.0:
+        raise GalmergeError(f"target purity/completeness must be in (0, 1], got {targets[0]:g}")
+    if views not in VIEW_CHOICES:
+        raise GalmergeError(f"--views must be one of {', '.join(map(str, VIEW_CHOICES))}, "
+                            f"got {views}")
+    return mf
 
 
 def make_scoring(metadata: dict[str, str], convention: str, *, threshold: float | None,
