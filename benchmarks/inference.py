@@ -9,6 +9,10 @@ Measures, in one run on one machine:
    model, part files, final CSV) from JPEG files and from an HDF5 cube, against the
    model-only throughput at the same batch size.
 
+3. the cost of the per-row uncertainty (issue 11): model work per batch with one view,
+   the default two views and all eight, and end-to-end with ``--views 8``
+   (``--views-only MODEL`` measures just the model work, on a given model).
+
 Targets (issue 4, 2-core machine): ORT >= 3x PyTorch eager; end-to-end from HDF5 >= 70%
 of model-only throughput.
 
@@ -16,6 +20,8 @@ Usage (hold the CPU lock)::
 
     flock /tmp/galmerge-cpu.lock python benchmarks/inference.py [--threads 2] \\
         [--update-docs docs/benchmarks.md]
+    flock /tmp/galmerge-cpu.lock python benchmarks/inference.py \\
+        --views-only models/deepmerge-sdss.onnx
 """
 
 from __future__ import annotations
@@ -143,15 +149,14 @@ def end_to_end(onnx_path: Path, tmp: Path, threads: int, batch: int, jpeg_rows: 
     clf = OnnxClassifier(onnx_path, device="cpu", batch_size=batch, threads=threads)
     x = np.ascontiguousarray(prepared[np.arange(batch) % len(prepared)])
     out: dict[str, list[float]] = {"jpeg": [], "hdf5": [], "model_only": [],
-                                   **{f"views{v}": [] for v in VIEW_CHOICES},
+                                   "views1": [], "views2": [], "views8": [],
                                    "hdf5_views8": []}
     # Interleaved rounds, best of each: a burst of load from another process on the
     # shared machine then lowers one round, not one side of the comparison.
     for _ in range(3):
         out["model_only"].append(rate(lambda: (clf.run_batch(x), batch)[1], repeats=1))
-        for v in VIEW_CHOICES:  # the model work classify does for p_merger_spread (issue 11)
-            out[f"views{v}"].append(rate(lambda v=v: (score_views(clf.run_batch, x, v),
-                                                      batch)[1], repeats=1))
+        for k, r in views_cost(clf, x).items():
+            out[k].append(r)
         o = tmp / "hdf5_views8_scores.csv"
         s = classify_catalog(hcat, model=onnx_path, output=o, options=ClassifyOptions(
             **opts, cutouts=str(cube), views=8, limit=max(batch, h5_rows // 4)))
@@ -165,7 +170,44 @@ def end_to_end(onnx_path: Path, tmp: Path, threads: int, batch: int, jpeg_rows: 
     return out
 
 
+def views_cost(clf: OnnxClassifier, x: np.ndarray) -> dict[str, float]:
+    """images/s of the model work classify does per batch for ``p_merger_spread`` (issue 11):
+    ``views1`` = one model call (before issue 11), ``views2`` (default), ``views8``."""
+    n = len(x)
+    out = {"views1": rate(lambda: (clf.run_batch(x), n)[1], repeats=1)}
+    for v in VIEW_CHOICES:
+        out[f"views{v}"] = rate(lambda v=v: (score_views(clf.run_batch, x, v), n)[1], repeats=1)
+    return out
+
+
+def views_only(model: Path, threads: int, batch: int) -> None:
+    """``--views-only MODEL``: the cost of the views on a real model, 3 interleaved rounds."""
+    conv = sdss_example_convention()
+    files = [f for f in sorted((EXAMPLE / "cutouts").iterdir()) if f.stem != "587729387686002878"]
+    prepared = np.stack([prepare(read_image(f).pixels, conv.size, conv.crop_fraction)
+                         for f in files])
+    x = np.ascontiguousarray(prepared[np.arange(batch) % len(prepared)])
+    clf = OnnxClassifier(model, device="cpu", batch_size=batch, threads=threads)
+    rounds = [views_cost(clf, x) for _ in range(3)]
+    best = {k: max(r[k] for r in rounds) for k in rounds[0]}
+    print(f"Machine: {machine()}; model {model.name}, batch {batch}, {threads} threads; "
+          "best of 3 interleaved rounds")
+    print("\n| model work | images/s (best) | cost vs one view |\n|---|---:|---:|")
+    for k, label in (("views1", "one view (no spread; before issue 11)"),
+                     ("views2", "`--views 2` (default: identity + mirror)"),
+                     ("views8", "`--views 8` (all flips/rotations)")):
+        print(f"| {label} | {best[k]:,.0f} | {best['views1'] / best[k]:.2f}× |")
+
+
 def main() -> None:
+    if "--views-only" in sys.argv:
+        ap = argparse.ArgumentParser(description="cost of p_merger_spread (issue 11)")
+        ap.add_argument("--views-only", type=Path, required=True, metavar="MODEL")
+        ap.add_argument("--threads", type=int, default=2)
+        ap.add_argument("--batch", type=int, default=256)
+        a = ap.parse_args()
+        views_only(a.views_only, a.threads, a.batch)
+        return
     import torch
 
     from galmerge.export import _ExportWrapper
