@@ -12,6 +12,10 @@ Measures, in one run on one machine:
    crop + convention + resize, model, the rest of the pipeline);
 4. decoding in parallel: threads vs processes over the same files (no model).
 
+3. the cost of the per-row uncertainty (issue 11): model work per batch with one view,
+   the default two views and all eight, and end-to-end with ``--views 8``
+   (``--views-only MODEL`` measures just the model work, on a given model).
+
 Targets (issue 4, 2-core machine): ORT >= 3x PyTorch eager; end-to-end from HDF5 >= 70%
 of model-only throughput. Issue 13: classify from 423-px GZ1 JPEG files >= 2,000 rows/s
 and >= 30% of model-only.
@@ -20,6 +24,8 @@ Usage (hold the CPU lock)::
 
     flock /tmp/galmerge-cpu.lock python benchmarks/inference.py [--threads 2] \\
         [--update-docs docs/benchmarks.md] [--skip-torch]
+    flock /tmp/galmerge-cpu.lock python benchmarks/inference.py \\
+        --views-only models/deepmerge-sdss.onnx
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from galmerge.inference.cutouts import OK, Cutout, CutoutRequest, LocalFileSourc
 from galmerge.inference.engine import OnnxClassifier  # noqa: E402
 from galmerge.inference.pipeline import ClassifyOptions, classify_catalog  # noqa: E402
 from galmerge.inference.preprocess import prepare_cutout  # noqa: E402
+from galmerge.inference.views import VIEW_CHOICES, score_views  # noqa: E402
 
 EXAMPLE = ROOT / "catalogs" / "sdss_example"
 SHARED = Path(os.environ.get("GALMERGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -268,7 +275,44 @@ def int8_vs_fp32(onnx_path: Path, tmp: Path, batch: int, threads: int
     return rates[0], rates[1]
 
 
+def views_cost(clf: OnnxClassifier, x: np.ndarray) -> dict[str, float]:
+    """images/s of the model work classify does per batch for ``p_merger_spread`` (issue 11):
+    ``views1`` = one model call (before issue 11), ``views2`` (default), ``views8``."""
+    n = len(x)
+    out = {"views1": rate(lambda: (clf.run_batch(x), n)[1], repeats=1)}
+    for v in VIEW_CHOICES:
+        out[f"views{v}"] = rate(lambda v=v: (score_views(clf.run_batch, x, v), n)[1], repeats=1)
+    return out
+
+
+def views_only(model: Path, threads: int, batch: int) -> None:
+    """``--views-only MODEL``: the cost of the views on a real model, 3 interleaved rounds."""
+    conv = sdss_example_convention()
+    files = [f for f in sorted((EXAMPLE / "cutouts").iterdir()) if f.stem != "587729387686002878"]
+    prepared = np.stack([prepare(read_image(f).pixels, conv.size, conv.crop_fraction)
+                         for f in files])
+    x = np.ascontiguousarray(prepared[np.arange(batch) % len(prepared)])
+    clf = OnnxClassifier(model, device="cpu", batch_size=batch, threads=threads)
+    rounds = [views_cost(clf, x) for _ in range(3)]
+    best = {k: max(r[k] for r in rounds) for k in rounds[0]}
+    print(f"Machine: {machine()}; model {model.name}, batch {batch}, {threads} threads; "
+          "best of 3 interleaved rounds")
+    print("\n| model work | images/s (best) | cost vs one view |\n|---|---:|---:|")
+    for k, label in (("views1", "one view (no spread; before issue 11)"),
+                     ("views2", "`--views 2` (default: identity + mirror)"),
+                     ("views8", "`--views 8` (all flips/rotations)")):
+        print(f"| {label} | {best[k]:,.0f} | {best['views1'] / best[k]:.2f}× |")
+
+
 def main() -> None:
+    if "--views-only" in sys.argv:
+        ap = argparse.ArgumentParser(description="cost of p_merger_spread (issue 11)")
+        ap.add_argument("--views-only", type=Path, required=True, metavar="MODEL")
+        ap.add_argument("--threads", type=int, default=2)
+        ap.add_argument("--batch", type=int, default=256)
+        a = ap.parse_args()
+        views_only(a.views_only, a.threads, a.batch)
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="64,256,1024")

@@ -373,12 +373,18 @@ def export(
         "--features", help="Also output the latent features (N, F).")] = False,
     name: Annotated[str | None, typer.Option(
         "--name", help="Model name recorded in the metadata (default: the file stem).")] = None,
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", help="JSON with train_merger_fraction, decision_threshold, "
+        "decision_rule, calibration (curve) and ood_ranges, stored in the model's metadata "
+        "(docs/output-columns.md).")] = None,
 ) -> None:
     """Export a checkpoint to a self-describing ONNX model (checked against PyTorch)."""
     from galmerge.export import PARITY_TOLERANCE, export_onnx  # torch: only here
+    from galmerge.inference.calibration import ModelCalibration
 
+    cal = ModelCalibration.from_json_file(calibration) if calibration is not None else None
     res = export_onnx(ckpt, out, domain=domain, opset=opset, with_features=features,
-                      model_name=name)
+                      model_name=name, calibration=cal)
     worst = res.parity.get("max", float("nan"))
     typer.echo(f"wrote {res.path} (sha256 {res.sha256[:16]}…) and {res.card}")
     typer.echo(f"ONNX Runtime vs PyTorch: max |Δp| = {worst:.1e} (limit {PARITY_TOLERANCE:g}) "
@@ -475,8 +481,22 @@ def classify(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="ONNX Runtime threads (default: cores available).")] = None,
-    threshold: Annotated[float, typer.Option(
-        "--threshold", min=0.0, max=1.0, help="is_merger = p_merger >= threshold.")] = 0.5,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", min=0.0, max=1.0, help="is_merger = p_merger_raw >= threshold (default: "
+        "the model's decision threshold, else 0.5).")] = None,
+    merger_fraction: Annotated[str, typer.Option(
+        "--merger-fraction", help="The catalogue's merger fraction that p_merger is stated for "
+        "(Bayes' rule from the model's training fraction), or 'estimate' (EM over the scores). "
+        "Default 0.02: Darg et al. 2010a, 1-3 per cent of local galaxies.")] = "0.02",
+    target_purity: Annotated[float | None, typer.Option(
+        "--target-purity", min=0.0, max=1.0, help="Choose the threshold on the model's "
+        "calibration curve: the smallest one with this purity at the merger fraction.")] = None,
+    target_completeness: Annotated[float | None, typer.Option(
+        "--target-completeness", min=0.0, max=1.0, help="Choose the threshold on the model's "
+        "calibration curve: the largest one with this completeness.")] = None,
+    views: Annotated[int, typer.Option(
+        "--views", help="Views per cutout for p_merger_spread: 2 (identity + mirror, 2x model "
+        "time) or 8 (all flips/rotations, 8x).")] = 2,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run from its last completed chunk.")] = False,
     limit: Annotated[int | None, typer.Option(
@@ -549,7 +569,9 @@ def classify(
         threshold=threshold, batch_size=batch_size, chunk_size=chunk_size, id_col=id_col,
         ra_col=ra_col, dec_col=dec_col, file_loc_col=file_loc_col,
         cutouts=str(cutouts) if cutouts else None, pattern=pattern, format=fmt, limit=limit,
-        device=device, threads=threads, fetch=fetch_opts, max_pixels=max_pixels)
+        device=device, threads=threads, fetch=fetch_opts, max_pixels=max_pixels,
+        merger_fraction=merger_fraction, target_purity=target_purity,
+        target_completeness=target_completeness, views=views)
     runner = None
     if dask or dask_workers or dask_resources:
         from galmerge.inference.distributed import DaskRunner

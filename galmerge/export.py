@@ -48,6 +48,7 @@ from galmerge.conventions import (
     to_convention,
 )
 from galmerge.errors import GalmergeError
+from galmerge.inference.calibration import ModelCalibration
 from galmerge.inference.engine import import_onnxruntime
 from galmerge.training.checkpoint import Checkpoint, load_checkpoint
 
@@ -109,7 +110,7 @@ def export_onnx(
     parity_images: list[Path] | None = None,
     created: str | None = None,
     seed: int = 0,
-    metadata: dict[str, str] | None = None,
+    calibration: ModelCalibration | None = None,
 ) -> ExportResult:
     """Export a checkpoint to ONNX, verify it, and write it with a model card.
 
@@ -127,9 +128,8 @@ def export_onnx(
             bundled SDSS example when present and convertible).
         created: creation date (ISO 8601) to record; default now (UTC).
         seed: seed of the random parity inputs.
-        metadata: further ``metadata_props`` to record (keys without the ``galmerge.``
-            prefix), e.g. ``decision_threshold`` and ``decision_rule``, the model's
-            ``is_merger`` cut on its score and how it was chosen.
+        calibration: training merger fraction, decision threshold and rule,
+            calibration curve and OOD ranges to store (``galmerge.*`` keys, issue 11).
 
     Returns:
         :class:`ExportResult` with the paths, sha256, metadata and parity numbers.
@@ -183,7 +183,7 @@ def export_onnx(
         METADATA_PREFIX + "checkpoint_sha256": _sha256(Path(ck.path)) if Path(ck.path).is_file()
         else "",
         **conv.to_metadata(),
-        **{METADATA_PREFIX + k: str(v) for k, v in (metadata or {}).items()},
+        **(calibration.to_metadata() if calibration is not None else {}),
     }
 
     # Parity before anything touches the disk.
@@ -211,6 +211,7 @@ def export_onnx(
                              metrics=metrics, parity=parity, notes=notes,
                              placeholder=bool(placeholder), opset=opset,
                              with_features=with_features)
+    card += calibration_card(calibration)
     out.parent.mkdir(parents=True, exist_ok=True)
     card_path = out.with_suffix(".md")
     _atomic_write(out, blob)
@@ -448,6 +449,33 @@ def render_model_card(
         "- DeepMerge II (Ćiprijanović et al. 2021) reports that domain adaptation narrows but "
         "does not close the gap between the training domain and survey images.",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def calibration_card(cal: ModelCalibration | None) -> str:
+    """The model card's "Probabilities and threshold" section (issue 11)."""
+    cal = cal or ModelCalibration()
+    lines = ["", "## Probabilities and threshold", "",
+             f"- training merger fraction: {cal.train_fraction:g}"
+             + ("" if cal.train_merger_fraction is not None else " (not recorded; assumed)"),
+             "- `classify` re-states `p_merger` for `--merger-fraction` (default 0.02, Darg et "
+             "al. 2010a) by Bayes' rule; `p_merger_raw` is the score above"]
+    choice = cal.default_choice()
+    lines.append(f"- default threshold on the raw score: {choice.threshold:g} ({choice.rule})")
+    if cal.curve is not None:
+        ref = cal.curve.reference_merger_fraction
+        pick = min(cal.curve.points, key=lambda p: abs(p.threshold - choice.threshold))
+        e = cal.curve.expected(pick, ref)
+
+        def ci(k: str) -> str:
+            v = e.get(k + "_ci")
+            return f" [{v[0]:.3f}, {v[1]:.3f}]" if v else ""
+        lines.append(f"- at threshold {pick.threshold:g} and merger fraction {ref:g} "
+                     f"({cal.curve.source}): purity {e['purity']:.3f}{ci('purity')}, "
+                     f"completeness {e['completeness']:.3f}{ci('completeness')}, flagged "
+                     f"fraction {e['flagged_fraction']:.4f}{ci('flagged_fraction')}")
+    lines.append("- OOD ranges: " + (cal.ood.source or "recorded") if cal.ood is not None
+                 else "- OOD ranges: none recorded (classify uses its generic checks only)")
     return "\n".join(lines) + "\n"
 
 

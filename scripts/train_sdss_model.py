@@ -280,16 +280,30 @@ def pool_scores(ckpt: Path, pool: Path) -> np.ndarray:
     return np.asarray(p, dtype=np.float64)
 
 
-def decision_metadata(ckpt: Path, pool_train: Path) -> dict[str, str]:
+def decision_calibration(ckpt: Path, pool_train: Path) -> Any:
     """The label-free default ``is_merger`` threshold: the score above which
-    :data:`FLAG_FRACTION` of the training part of the pool lies."""
+    :data:`FLAG_FRACTION` of the training part of the pool lies (a ModelCalibration)."""
+    from galmerge.inference.calibration import ModelCalibration
+
     p = pool_scores(ckpt, pool_train)
-    t = float(np.quantile(p, 1.0 - FLAG_FRACTION))
-    return {"decision_threshold": repr(t),
-            "decision_rule": f"label-free: flags the top {FLAG_FRACTION:.0%} of the "
-                             f"{len(p)} unlabelled training-pool galaxies (Darg et al. 2010: "
-                             "1-3% of GZ1 galaxies are mergers)",
-            "train_merger_fraction": "0.5"}
+    return ModelCalibration(
+        train_merger_fraction=0.5, decision_threshold=float(np.quantile(p, 1.0 - FLAG_FRACTION)),
+        decision_rule=f"label-free: flags the top {FLAG_FRACTION:.0%} of the {len(p)} unlabelled "
+                      "training-pool galaxies (Darg et al. 2010: 1-3% of GZ1 galaxies are "
+                      "mergers)")
+
+
+def ood_ranges(pool_train: Path, conv: ModelConvention) -> Any:
+    """Pixel-statistic ranges of the real training pool's model inputs (the OOD flag)."""
+    from galmerge.data.dataset import ImageDirDataset
+    from galmerge.inference.ood import fit_ood_ranges
+
+    ds = ImageDirDataset(pool_train, size=conv.size, crop_fraction=conv.crop_fraction)
+    try:
+        x = ds.read(np.arange(len(ds)))
+    finally:
+        ds.close()
+    return fit_ood_ranges(x, source=f"{len(x)} training-pool GZ1 galaxies")
 
 
 def export_for_check(work: Path, name: str, pool_train: Path, created: str) -> Path:
@@ -303,7 +317,7 @@ def export_for_check(work: Path, name: str, pool_train: Path, created: str) -> P
     ck = load_checkpoint(work / name / "best.pt")
     ck.conventions["target"] = sdss_convention(ck.conventions["target"])
     export_onnx(ck, out, domain="target", created=created, model_name=f"deepmerge-sdss-{name}",
-                metadata=decision_metadata(work / name / "best.pt", pool_train))
+                calibration=decision_calibration(work / name / "best.pt", pool_train))
     return out
 
 
@@ -443,11 +457,14 @@ def export_models(work: Path, models_dir: Path, results: dict[str, Any], *, crea
 
     ck = load_checkpoint(work / "sdss" / "best.pt")
     ck.conventions["target"] = sdss_convention(ck.conventions["target"])
-    meta = decision_metadata(work / "sdss" / "best.pt", work / "pool-train")
+    from galmerge.inference.calibration import CalibrationCurve
+
+    cal = replace(decision_calibration(work / "sdss" / "best.pt", work / "pool-train"),
+                  ood=ood_ranges(work / "pool-train", ck.conventions["target"]))
     if survey.get("calibration"):
-        meta["calibration"] = json.dumps(survey["calibration"], sort_keys=True)
+        cal = replace(cal, curve=CalibrationCurve.from_dict(survey["calibration"]))
     r = export_onnx(ck, models_dir / "deepmerge-sdss.onnx", domain="target", created=created,
-                    model_name="deepmerge-sdss", metadata=meta)
+                    model_name="deepmerge-sdss", calibration=cal)
     card = r.card.read_text()
     r.card.write_text(sdss_card(ck, results, sizes, seed, doc_dir_rel, timings, survey)
                       + _technical(card))

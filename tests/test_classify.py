@@ -98,8 +98,16 @@ def test_bundled_example_gets_a_probability_for_every_real_galaxy(example: Path)
     assert err["status"] == "blank" and np.isnan(err["p_merger"])
     assert ok["p_merger"].between(0, 1).all()
     files = [example.parent / f for f in ok["file_loc"]]
-    assert np.allclose(ok["p_merger"].to_numpy(), direct_probabilities(files), atol=1e-6)
-    assert (ok["is_merger"] == (ok["p_merger"] >= 0.5)).all()
+    raw = direct_probabilities(files).astype(np.float64)
+    assert np.allclose(ok["p_merger_raw"].to_numpy(), raw, atol=1e-6)
+    # p_merger is stated for the default 2 % merger fraction (Bayes' rule from 0.5, by hand)
+    odds = raw / (1 - raw) * (0.02 / 0.98)
+    assert np.allclose(ok["p_merger"].to_numpy(), odds / (1 + odds), atol=1e-6)
+    assert (ok["is_merger"] == (ok["p_merger_raw"] >= 0.5)).all()
+    # every ok row has its uncertainty and OOD flag; the others have neither
+    assert ok["p_merger_spread"].notna().all() and (ok["p_merger_spread"] >= 0).all()
+    assert ok["ood"].notna().all() and not ok["ood"].any()  # real SDSS galaxies
+    assert np.isnan(err["p_merger_spread"]) and pd.isna(err["ood"])
     assert "PLACEHOLDER" not in text  # the shipped model is the trained one (issue 6)
 
 
@@ -141,7 +149,8 @@ def test_every_output_format_round_trips_with_metadata(example: Path, ext: str) 
     is_m = (np.array([str(v) in ("True", "true", "T") for v in col]) if col.dtype.kind in "USO"
             else np.ma.filled(np.ma.asarray(col), False).astype(bool))
     ok = np.array([s == "ok" for s in status])
-    assert (is_m[ok] == (p[ok] >= 0.489)).all()
+    raw = np.ma.filled(np.ma.asarray(t["p_merger_raw"]).astype(np.float64), np.nan)
+    assert (is_m[ok] == (raw[ok] >= 0.489)).all()
     # run metadata where each format keeps it
     if ext == "csv":
         meta = json.loads(Path(str(out) + ".meta.json").read_text())
@@ -369,8 +378,8 @@ def test_hdf5_cube_from_a_dataset_file(tmp_path: Path, example_dir: Path) -> Non
             assert got["status"][row] == "blank"
         else:
             assert got["status"][row] == "ok"
-            assert abs(got["p_merger"][row] - ref[i]) < 1e-6
-    assert got["status"][10] == "ok" and abs(got["p_merger"][10] - ref[2]) < 1e-6
+            assert abs(got["p_merger_raw"][row] - ref[i]) < 1e-6
+    assert got["status"][10] == "ok" and abs(got["p_merger_raw"][10] - ref[2]) < 1e-6
     # Same catalogue, id not in the cube
     pd.DataFrame({"objid": ["999"]}).to_csv(cat, index=False)
     assert invoke("--catalog", str(cat), "--cutouts", str(cube), "--output",

@@ -42,4 +42,4 @@ def test_trained_checkpoint_exports_and_classifies_its_target_cube(tmp_path: Pat
     norm = ck.normalisation["target"]
     with torch.no_grad():
         p_torch = torch.softmax(ck.build()(torch.from_numpy(norm.apply(images))), 1)[:, 1]
-    assert np.max(np.abs(got["p_merger"].to_numpy() - p_torch.numpy())) <= 1e-5
+    assert np.max(np.abs(got["p_merger_raw"].to_numpy() - p_torch.numpy())) <= 1e-5

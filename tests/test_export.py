@@ -142,6 +142,38 @@ def test_source_domain_export_uses_the_source_convention(tmp_path: Path) -> None
     assert "PLACEHOLDER" in res.card.read_text()
 
 
+def test_export_stores_calibration_read_back_by_classify_cli(tmp_path: Path) -> None:
+    """`galmerge export --calibration FILE.json` (issue 11): metadata, card, read back."""
+    from typer.testing import CliRunner
+
+    from galmerge.cli import app
+    from galmerge.inference.calibration import ModelCalibration
+
+    ck = _checkpoint(tmp_path / "best.pt")
+    cal = {"train_merger_fraction": 0.5, "decision_threshold": 0.9,
+           "decision_rule": "purity >= 0.6 at 1 % on the survey-like check",
+           "calibration": {"reference_merger_fraction": 0.01, "source": "survey-like check",
+                           "points": [{"threshold": 0.9, "purity": 0.6, "purity_ci": [0.5, 0.7],
+                                       "completeness": 0.4, "completeness_ci": [0.3, 0.5],
+                                       "flagged_fraction": 0.0067,
+                                       "flagged_fraction_ci": [0.005, 0.008]}]}}
+    (tmp_path / "cal.json").write_text(json.dumps(cal))
+    out = tmp_path / "m.onnx"
+    res = CliRunner().invoke(app, ["export", str(ck), str(out), "--calibration",
+                                   str(tmp_path / "cal.json")])
+    assert res.exit_code == 0, res.output
+    back = ModelCalibration.from_metadata(OnnxClassifier(out, device="cpu").metadata)
+    assert back.decision_threshold == 0.9 and back.train_merger_fraction == 0.5
+    assert back.curve is not None and back.curve.points[0].purity_ci == (0.5, 0.7)
+    card = out.with_suffix(".md").read_text()
+    assert "purity 0.600 [0.500, 0.700], completeness 0.400 [0.300, 0.500]" in card
+    (tmp_path / "bad.json").write_text(json.dumps({"decision_treshold": 0.9}))
+    res = CliRunner().invoke(app, ["export", str(ck), str(tmp_path / "n.onnx"),
+                                   "--calibration", str(tmp_path / "bad.json")])
+    assert res.exit_code != 0 and "unknown keys decision_treshold" in res.output
+    assert not (tmp_path / "n.onnx").exists()
+
+
 class _Stochastic(DeepMerge):
     """A DeepMerge that keeps dropout on at inference: ONNX Runtime cannot match it."""
 

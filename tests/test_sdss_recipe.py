@@ -91,6 +91,7 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
     assert 0 < float(meta["galmerge.decision_threshold"]) < 1
     assert "label-free" in meta["galmerge.decision_rule"]
     assert json.loads(meta["galmerge.calibration"])["reference_merger_fraction"] == 0.01
+    assert meta["galmerge.train_merger_fraction"] == "0.5" and "galmerge.ood_ranges" in meta
     card = (models / "deepmerge-sdss.md").read_text()
     assert "noDA" in card and "paired bootstrap" in card and "ROC AUC" in card
     assert "top-k purity" in card

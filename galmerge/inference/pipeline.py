@@ -44,6 +44,7 @@ import pandas as pd
 from galmerge import __version__
 from galmerge.errors import GalmergeError
 from galmerge.inference.cache import is_cache_dir
+from galmerge.inference.calibration import DARG2010_MERGER_FRACTION
 from galmerge.inference.catalog import (
     Columns,
     find_columns,
@@ -71,7 +72,15 @@ from galmerge.inference.fetch import FetchOptions, Prefetcher, chunk_requests, r
 from galmerge.inference.model_checks import invalid_scores
 from galmerge.inference.paths import check_outputs_spare_inputs, file_loc_collision
 from galmerge.inference.preprocess import DEFAULT_BLANK_THRESHOLD, prepare_cutout, prepare_stack
+from galmerge.inference.scoring import (
+    RowScores,
+    Scoring,
+    check_scoring_options,
+    finalise_parts,
+    make_scoring,
+)
 from galmerge.inference.services import ServiceCutoutSource, open_cached_source
+from galmerge.inference.views import DEFAULT_VIEWS
 from galmerge.inference.writers import (
     RESULT_COLUMNS,
     AssemblyResult,
@@ -103,7 +112,14 @@ class ClassifyOptions:
     """Settings of a classify run (saved in the run manifest).
 
     Attributes:
-        threshold: ``is_merger`` is ``p_merger >= threshold``.
+        threshold: ``is_merger`` is ``p_merger_raw >= threshold`` (default: from
+            ``target_purity``/``target_completeness``, else the model's
+            ``galmerge.decision_threshold``, else 0.5).
+        merger_fraction: the catalogue's merger fraction that ``p_merger`` is
+            stated for (default 0.02, Darg et al. 2010a), or ``"estimate"`` (EM).
+        target_purity, target_completeness: choose the threshold from the
+            model's calibration curve (at most one; not with ``threshold``).
+        views: views per cutout for ``p_merger_spread`` (2 or 8).
         batch_size: images per model call (fixed; the last batch is padded).
         chunk_size: catalogue rows per chunk = per part file = unit of resume.
         id_col, ra_col, dec_col, file_loc_col: explicit column names.
@@ -121,7 +137,7 @@ class ClassifyOptions:
             :meth:`~galmerge.data.limits.ImageLimits.for_model`).
     """
 
-    threshold: float = 0.5
+    threshold: float | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     chunk_size: int = DEFAULT_CHUNK_SIZE
     id_col: str | None = None
@@ -138,16 +154,27 @@ class ClassifyOptions:
     blank_threshold: float = DEFAULT_BLANK_THRESHOLD
     fetch: FetchOptions | None = None
     max_pixels: int | None = None
+    # --- issue 11 (calibration): prior, threshold choice, views ---
+    merger_fraction: float | str = DARG2010_MERGER_FRACTION
+    target_purity: float | None = None
+    target_completeness: float | None = None
+    views: int = DEFAULT_VIEWS
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise GalmergeError(f"threshold must be in [0, 1], got {self.threshold}")
+        self._check_calibration_options()
         if self.chunk_size < 1 or self.batch_size < 1:
             raise GalmergeError("chunk size and batch size must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise GalmergeError(f"--limit must be at least 1, got {self.limit}")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise GalmergeError(f"--max-pixels must be at least 1, got {self.max_pixels}")
+
+    def _check_calibration_options(self) -> None:
+        self.merger_fraction = check_scoring_options(
+            self.merger_fraction, threshold=self.threshold, target_purity=self.target_purity,
+            target_completeness=self.target_completeness, views=self.views)
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that change the output (must match to resume)."""
@@ -168,6 +195,7 @@ class ClassifyContext:
     columns: Columns
     options: ClassifyOptions
     warnings: set[str] = field(default_factory=set)
+    scoring: Scoring | None = None  # issue 11: set by make_context
 
     @property
     def workers(self) -> int:
@@ -205,7 +233,16 @@ def make_context(
         source = LocalFileSource(base_dir=base_dir, cutouts=options.cutouts,
                                  pattern=options.pattern,
                                  limits=model_limits(clf.convention, options.max_pixels))
-    return ClassifyContext(clf, source, columns, options)
+    return ClassifyContext(clf, source, columns, options, scoring=run_scoring(clf, options))
+
+
+def run_scoring(clf: OnnxClassifier, options: ClassifyOptions) -> Scoring:
+    """The run's prior, threshold, views and OOD ranges (issue 11) from the model and options."""
+    return make_scoring(clf.metadata, clf.convention.pixel_convention,
+                        threshold=options.threshold, merger_fraction=options.merger_fraction,
+                        target_purity=options.target_purity,
+                        target_completeness=options.target_completeness, views=options.views,
+                        model=clf.name)
 
 
 # --- the unit of work ---------------------------------------------------------------------
@@ -223,9 +260,10 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
 
     Returns:
         ``chunk``'s columns (an input column named like a result column is
-        renamed ``<name>_input``) plus ``p_merger`` (float32, NaN when not
-        classified), ``is_merger`` (nullable boolean, null when not
-        classified), ``status`` and ``status_detail``.
+        renamed ``<name>_input``) plus ``p_merger`` (float32, prior-shifted; NaN
+        when not classified), ``p_merger_raw``, ``p_merger_spread``, ``is_merger``
+        and ``ood`` (nullable boolean, null when not classified), ``status`` and
+        ``status_detail`` (see docs/output-columns.md).
     """
     n = len(chunk)
     cols, opts = ctx.columns, ctx.options
@@ -233,7 +271,7 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
     if id_is_float:
         ctx.warnings.add(f"id column {cols.id!r} is floating point: ids above 2**53 were "
                          "already rounded in the catalogue")
-    p = np.full(n, np.nan, dtype=np.float32)
+    p = RowScores.empty(n)
     status = np.full(n, "", dtype=object)
     detail = np.full(n, "", dtype=object)
     ra = dec = None
@@ -270,7 +308,7 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
             detail[j] = note if not detail[j] else f"{detail[j]}; {note}"
     if progress is not None and n - len(requests):
         progress("rows", n - len(requests))
-    return _result_frame(chunk, p, status, detail, opts.threshold, ctx)
+    return _result_frame(chunk, p, status, detail, ctx)
 
 
 def _batches(requests: list[CutoutRequest], ctx: ClassifyContext,
@@ -354,7 +392,7 @@ def _batches(requests: list[CutoutRequest], ctx: ClassifyContext,
 
 
 def _run_requests(requests: list[CutoutRequest], positions: np.ndarray, ctx: ClassifyContext,
-                  p: np.ndarray, status: np.ndarray, detail: np.ndarray,
+                  p: RowScores, status: np.ndarray, detail: np.ndarray,
                   progress: ProgressFn | None) -> None:
     """Cutout batches -> model, in this thread.
 
@@ -373,32 +411,41 @@ def _run_requests(requests: list[CutoutRequest], positions: np.ndarray, ctx: Cla
     for ok, imgs, nrows in _batches(requests, ctx, record):
         if len(ok):
             rows = positions[np.asarray(ok)]
-            scores = clf.run_batch(imgs)
-            bad = invalid_scores(scores)
+            assert ctx.scoring is not None
+            raw, spread, ood, reason = ctx.scoring.score_batch(clf.run_batch, imgs)
+            bad = invalid_scores(raw)
             if bad.any():  # not a probability: the row gets a status, the run says why
-                for i, v in zip(rows[bad], scores[bad], strict=True):
+                for i, v in zip(rows[bad], raw[bad], strict=True):
                     status[i], detail[i] = BAD_MODEL_OUTPUT, f"model returned {v!r}, " \
                         "not a probability in [0, 1]"
                 ctx.warnings.add(f"model {clf.name} returned values that are not probabilities "
                                  f"(NaN, or outside [0, 1]): those rows are {BAD_MODEL_OUTPUT}")
-                scores = np.where(bad, np.float32(np.nan), scores)
-            p[rows] = scores
+                raw = np.where(bad, np.float32(np.nan), raw)
+            p.raw[rows], p.spread[rows], p.ood[rows], p.ood_reason[rows] = raw, spread, ood, reason
         if progress is not None:
             progress("rows", nrows)
 
 
-def _result_frame(chunk: pd.DataFrame, p: np.ndarray, status: np.ndarray, detail: np.ndarray,
-                  threshold: float, ctx: ClassifyContext) -> pd.DataFrame:
+def _result_frame(chunk: pd.DataFrame, p: RowScores, status: np.ndarray, detail: np.ndarray,
+                  ctx: ClassifyContext) -> pd.DataFrame:
     out = chunk.copy(deep=False)
     clash = [c for c in RESULT_COLUMNS if c in out.columns]
     if clash:
         out = out.rename(columns={c: f"{c}_input" for c in clash})
         ctx.warnings.add(f"input columns {', '.join(clash)} renamed with suffix _input")
     classified = status == OK
-    is_m = pd.array(np.where(classified, p >= threshold, False), dtype="boolean")
-    is_m[~classified] = pd.NA
-    out["p_merger"] = p
+    assert ctx.scoring is not None
+    p_adj, is_m = ctx.scoring.columns(p.raw, classified)
+    out["p_merger"] = p_adj
+    out["p_merger_raw"] = p.raw
+    out["p_merger_spread"] = p.spread
     out["is_merger"] = is_m
+    ood = pd.array(p.ood, dtype="boolean")
+    ood[~classified] = pd.NA
+    out["ood"] = ood
+    for j in np.flatnonzero(p.ood & classified):
+        note = f"out of distribution: {p.ood_reason[j]}"
+        detail[j] = note if not detail[j] else f"{detail[j]}; {note}"
     out["status"] = pd.array(status.astype(str), dtype=object)
     out["status_detail"] = pd.array(detail.astype(str), dtype=object)
     return out
@@ -716,6 +763,7 @@ class ClassifyRun:
         self.classifier = OnnxClassifier(model_path, device=opts.device,
                                          batch_size=max(1, batch), threads=opts.threads)
         clf = self.classifier
+        self.scoring = run_scoring(clf, opts)  # issue 11: fails early on an impossible target
         self._own_source = source is None
         self.source = source if source is not None else self.make_source()
         self.manifest: dict[str, Any] = {
@@ -851,7 +899,7 @@ class ClassifyRun:
 
     def metadata(self) -> dict[str, Any]:
         """Run metadata for the output (from the manifest: stable across resumes)."""
-        return run_metadata(self.manifest, self.classifier, self.reader.format)
+        return run_metadata(self.manifest, self.classifier, self.reader.format, self.scoring)
 
     def finish(self, *, n_chunks: int | None = None,
                progress: Callable[[int], None] | None = None) -> AssemblyResult:
@@ -863,6 +911,9 @@ class ClassifyRun:
         if missing:
             raise GalmergeError(f"{self.work}: part files missing for chunks {missing[:5]}",
                                 hint="rerun with --resume")
+        if self.scoring.pending:  # --merger-fraction estimate: two passes over the parts
+            self.scoring = finalise_parts([part_path(self.work, k) for k in range(n)],
+                                          self.scoring, lambda f, k: self.write_part(k, f))
         result = assemble([part_path(self.work, k) for k in range(n)], self.output,
                           meta=self.metadata(), id_col=self.columns.id,
                           text_columns=self.reader.text_columns,
@@ -980,10 +1031,9 @@ def _fetch_requests(chunk: pd.DataFrame, start: int, ctx: ClassifyContext
             if r.ra is not None]
 
 
-def run_metadata(manifest: dict[str, Any], clf: OnnxClassifier, catalog_format: str
-                 ) -> dict[str, Any]:
+def run_metadata(manifest: dict[str, Any], clf: OnnxClassifier, catalog_format: str,
+                 scoring: Scoring) -> dict[str, Any]:
     """The run metadata written into the output (counts are added by the writer)."""
-    settings = manifest["settings"]
     return {
         "galmerge_version": manifest["galmerge_version"],
         "date": manifest["created"],
@@ -996,8 +1046,8 @@ def run_metadata(manifest: dict[str, Any], clf: OnnxClassifier, catalog_format: 
         "catalog": Path(manifest["catalog"]["path"]).name,
         "catalog_format": catalog_format,
         "cutout_source": manifest["source"],
-        "threshold": settings["threshold"],
         "columns": {k: v for k, v in manifest["columns"].items() if v},
+        **scoring.metadata(),
     }
 
 

@@ -104,8 +104,10 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     out.print(table)
     m = summary.model
     lines = [
-        f"mergers (p_merger >= {summary.metadata.get('threshold', 0.5)}): "
+        f"mergers (p_merger_raw >= {summary.metadata.get('threshold', 0.5):.4g}: "
+        f"{summary.metadata.get('threshold_rule', '')}): "
         f"{summary.mergers:,} of {summary.classified:,} classified",
+        *calibration_lines(summary.metadata),
         f"model {m['name']} (sha256 {m['sha256'][:12]}…) on {m['device']} "
         f"({m['threads']} threads, batch {m['batch_size']})",
         f"{summary.rows:,} rows in {summary.seconds:.1f} s ({summary.rows_per_second:,.0f} rows/s)"
@@ -119,3 +121,20 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         lines.append(f"run metadata: {summary.sidecar}")
     for line in lines:
         out.print(line, highlight=False, soft_wrap=True)
+
+
+def calibration_lines(meta: dict[str, Any]) -> list[str]:
+    """Summary lines on the prior used, its estimate and the threshold's expected quality."""
+    lines = [f"p_merger stated for merger fraction {meta.get('prior_used', float('nan')):.4g} "
+             f"({meta.get('prior_source', '')}; training fraction "
+             f"{meta.get('train_merger_fraction', 0.5):g})"]
+    est = meta.get("prior_estimate")
+    if est:
+        lo, hi = est["interval"]
+        lines.append(f"estimated merger fraction {est['fraction']:.4f} "
+                     f"[{lo:.4f}, {hi:.4f}] ({est['confidence']:.0%}, {est['n']:,} rows, EM)")
+    exp = meta.get("threshold_expected")
+    if exp:
+        lines.append(f"expected at this threshold: purity {exp['purity']:.3f}, completeness "
+                     f"{exp['completeness']:.3f}, flagged fraction {exp['flagged_fraction']:.4f}")
+    return lines

@@ -25,12 +25,23 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-__all__ = ["RESULT_COLUMNS", "ColumnMeta", "TableMeta", "arrow_field_metadata", "astropy_meta",
-           "astropy_yaml", "fits_column_cards", "has_xml_bad", "result_column_meta",
+__all__ = ["COLUMN_DESCRIPTIONS", "RESULT_COLUMNS", "ColumnMeta", "TableMeta",
+           "arrow_field_metadata", "astropy_meta", "astropy_yaml", "fits_column_cards",
+           "has_xml_bad", "result_column_meta",
            "safe_names", "votable_field_attrs", "xml_safe"]
 
 #: Columns added to every row by ``classify``.
-RESULT_COLUMNS = ("p_merger", "is_merger", "status", "status_detail")
+RESULT_COLUMNS = ("p_merger", "p_merger_raw", "p_merger_spread", "is_merger", "ood", "status",
+                  "status_detail")
+#: What the score columns mean (issue 11); also recorded in the run metadata.
+COLUMN_DESCRIPTIONS = {
+    "p_merger": "P(merger) at the run's merger fraction (prior_used): the raw score shifted by "
+                "Bayes' rule (Saerens et al. 2002 eq. 2.4) from the training fraction",
+    "p_merger_raw": "the model's softmax score (balanced-training prior), identity view",
+    "p_merger_spread": "std (ddof 0) of the raw score over the views (views_description)",
+    "is_merger": "p_merger_raw >= the run's threshold (threshold, threshold_rule)",
+    "ood": "true when the model input is unlike the training images (reason in status_detail)",
+}
 STATUS_DOC = "docs/statuses.md"
 
 
@@ -135,12 +146,16 @@ def result_column_meta(model: str, threshold: float | None) -> dict[str, ColumnM
     cut = f"{threshold:g}" if threshold is not None else "the threshold"
     return {
         "p_merger": ColumnMeta(ucd="stat.probability",
-                               description=f"probability that the galaxy is a merger, from "
-                                           f"model {model}; NaN when the row was not "
-                                           f"classified (see status)"),
+                               description=f"{COLUMN_DESCRIPTIONS['p_merger']}; model {model}; "
+                                           f"NaN when the row was not classified (see status)"),
+        "p_merger_raw": ColumnMeta(ucd="stat.probability",
+                                   description=COLUMN_DESCRIPTIONS["p_merger_raw"]),
+        "p_merger_spread": ColumnMeta(ucd="stat.stdev",
+                                      description=COLUMN_DESCRIPTIONS["p_merger_spread"]),
         "is_merger": ColumnMeta(ucd="meta.code",
-                                description=f"p_merger >= {cut}; null when not classified "
+                                description=f"p_merger_raw >= {cut}; null when not classified "
                                             "(False in FITS/HDF5: select status == 'ok')"),
+        "ood": ColumnMeta(ucd="meta.code.qual", description=COLUMN_DESCRIPTIONS["ood"]),
         "status": ColumnMeta(ucd="meta.code.status",
                              description=f"row status: ok or why not classified "
                                          f"(see {STATUS_DOC})"),
