@@ -14,6 +14,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import onnx
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -103,7 +104,11 @@ def test_bundled_example_gets_a_probability_for_every_real_galaxy(example: Path)
     # p_merger is stated for the default 2 % merger fraction (Bayes' rule from 0.5, by hand)
     odds = raw / (1 - raw) * (0.02 / 0.98)
     assert np.allclose(ok["p_merger"].to_numpy(), odds / (1 + odds), atol=1e-6)
-    assert (ok["is_merger"] == (ok["p_merger_raw"] >= 0.5)).all()
+    # is_merger is the model's own label-free threshold on the raw score (issue 10)
+    shipped = onnx.load(str(ROOT / "models" / "deepmerge-sdss.onnx"))
+    cut = float({m.key: m.value for m in shipped.metadata_props}["galmerge.decision_threshold"])
+    assert 0.0 < cut < 0.5
+    assert (ok["is_merger"] == (ok["p_merger_raw"] >= cut)).all()
     # every ok row has its uncertainty and OOD flag; the others have neither
     assert ok["p_merger_spread"].notna().all() and (ok["p_merger_spread"] >= 0).all()
     assert ok["ood"].notna().all() and not ok["ood"].any()  # real SDSS galaxies
