@@ -26,7 +26,7 @@ def test_trained_checkpoint_exports_and_classifies_its_target_cube(tmp_path: Pat
     exp = export_onnx(ckpt, tmp_path / "model.onnx", domain="target")
     assert exp.parity["max"] <= 1e-5
     card = exp.card.read_text()
-    assert "## Metrics" in card and "none recorded" not in card  # metrics.json of the run
+    assert "## Metrics" in card and "no `metrics.json`" not in card  # metrics.json of the run
 
     with open_dataset(tgt) as ds:
         ids = list(ds.ids)

@@ -324,7 +324,7 @@ def test_a_model_returning_probabilities_is_trusted(tmp_path: Path) -> None:
     out = tmp_path / "o.csv"
     classify_catalog(_small_catalogue(tmp_path), model=model, output=out)
     got = pd.read_csv(out)
-    assert (got["status"] == "ok").all() and np.allclose(got["p_merger"], 0.75)
+    assert (got["status"] == "ok").all() and np.allclose(got["p_merger_raw"], 0.75)
 
 
 @pytest.mark.parametrize(("kw", "words"), [
