@@ -195,8 +195,8 @@ def score_dev(ckpt: Path, dev: Path, labels: Path, n_boot: int, seed: int) -> di
                                bootstrap=n_boot, seed=seed, scores=True, device="cpu")
 
 
-def pool_stats(ckpt: Path, pool: Path) -> dict[str, float]:
-    """Label-free statistics of a model on the unlabelled pool (every image)."""
+def pool_scores(ckpt: Path, pool: Path) -> np.ndarray:
+    """Scores of a checkpoint on every image of an unlabelled directory (torch)."""
     import torch
 
     from galmerge.data.dataset import open_dataset
@@ -213,6 +213,12 @@ def pool_stats(ckpt: Path, pool: Path) -> dict[str, float]:
         _, p, _ = predict(ck.build("cpu"), part, torch.device("cpu"))
     finally:
         ds.close()
+    return np.asarray(p, dtype=np.float64)
+
+
+def pool_stats(ckpt: Path, pool: Path) -> dict[str, float]:
+    """Label-free statistics of a model on the unlabelled pool (every image)."""
+    p = pool_scores(ckpt, pool)
     ent = -(p * np.log(np.clip(p, 1e-12, 1)) + (1 - p) * np.log(np.clip(1 - p, 1e-12, 1)))
     return {"n": len(p), "predicted_merger_fraction": float(np.mean(p >= 0.5)),
             "mean_p_merger": float(np.mean(p)), "mean_entropy_nats": float(np.mean(ent))}
@@ -257,27 +263,6 @@ def evaluate_all(work: Path, dev: Path, labels: Path, pool: Path, n_boot: int, s
 def run_name(base: str, seed: int, first_seed: int) -> str:
     """Run directory of ``base`` for a training seed (the first seed keeps the plain name)."""
     return base if seed == first_seed else f"{base}-s{seed}"
-
-
-def pool_scores(ckpt: Path, pool: Path) -> np.ndarray:
-    """Scores of a checkpoint on every image of an unlabelled directory (torch)."""
-    import torch
-
-    from galmerge.data.dataset import open_dataset
-    from galmerge.training.checkpoint import load_checkpoint
-    from galmerge.training.data import DomainSplit
-    from galmerge.training.trainer import predict
-
-    ck = load_checkpoint(ckpt)
-    conv = ck.conventions["target"]
-    ds = open_dataset(pool, size=conv.size, crop_fraction=conv.crop_fraction)
-    try:
-        part = DomainSplit(ds, np.arange(len(ds)), ck.normalisation["target"],
-                           max_in_memory_mb=0)
-        _, p, _ = predict(ck.build("cpu"), part, torch.device("cpu"))
-    finally:
-        ds.close()
-    return np.asarray(p, dtype=np.float64)
 
 
 def decision_calibration(ckpt: Path, pool_train: Path) -> Any:

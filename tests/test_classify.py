@@ -223,6 +223,21 @@ def _big_catalogue(example: Path, rows: int) -> Path:
     return path
 
 
+def _kill_after_parts(args: tuple[str, ...], env: dict[str, str], work: Path, parts: int) -> None:
+    """Start ``classify`` with ``args`` and kill -9 it once ``parts`` part files exist."""
+    proc = subprocess.Popen([sys.executable, "-m", "galmerge", "classify", "--quiet", *args],
+                            cwd=ROOT, env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(work.glob("part-*.parquet"))) >= parts:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_killed_run_resumes_to_a_byte_identical_output(example: Path) -> None:
     cat = _big_catalogue(example, 2000)
     out = example.with_name("big_scores.csv")
@@ -237,17 +252,7 @@ def test_killed_run_resumes_to_a_byte_identical_output(example: Path) -> None:
     Path(str(out) + ".meta.json").unlink()
 
     work = out.with_name(out.name + ".parts")
-    proc = subprocess.Popen([sys.executable, "-m", "galmerge", "classify", "--quiet", *args],
-                            cwd=ROOT, env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(work.glob("part-*.parquet"))) >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after_parts(args, env, work, 3)
     done = len(list(work.glob("part-*.parquet")))
     assert 3 <= done < 20 and not out.exists()
 
@@ -276,17 +281,7 @@ def test_killed_run_resumes_byte_identical_in_every_format(example: Path, ext: s
     want = out.read_bytes()
     out.unlink()
     work = out.with_name(out.name + ".parts")
-    proc = subprocess.Popen([sys.executable, "-m", "galmerge", "classify", "--quiet", *args],
-                            cwd=ROOT, env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(work.glob("part-*.parquet"))) >= kill_after:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after_parts(args, env, work, kill_after)
     assert not out.exists()
     resumed = run_cli(*args, "--resume", env={"SOURCE_DATE_EPOCH": "1800000000"})
     assert resumed.returncode == 0, resumed.stderr
