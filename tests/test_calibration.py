@@ -309,3 +309,77 @@ def test_classify_states_the_prior_and_refuses_impossible_targets(tmp_path: Path
     res = CliRunner().invoke(app, [*base, "--output", str(tmp_path / "y.csv"),
                                    "--merger-fraction", "lots"])
     assert res.exit_code != 0 and "--merger-fraction must be a number" in res.output
+
+
+# --- the score map (Platt scaling on labelled real galaxies) -------------------------------
+
+def test_platt_fit_recovers_a_known_map():
+    from galmerge.inference.score_map import ScoreMap, fit_platt
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(0.0, 2.5, 200_000)
+    raw = 1.0 / (1.0 + np.exp(-z))
+    true = ScoreMap(a=0.6, b=-1.3, reference_merger_fraction=0.1)
+    y = (rng.random(z.size) < true.apply(raw)).astype(int)
+    a, b = fit_platt(raw, y)
+    assert abs(a - 0.6) < 0.02 and abs(b + 1.3) < 0.03
+    fitted = ScoreMap(a, b, float(y.mean()))
+    np.testing.assert_allclose(fitted.invert(fitted.apply(raw[:100])), raw[:100], rtol=1e-6)
+
+
+def test_score_map_by_hand_and_in_classify_columns():
+    from galmerge.inference.score_map import ScoreMap
+    from galmerge.inference.scoring import Scoring
+
+    smap = ScoreMap(a=0.5, b=-2.0, reference_merger_fraction=0.09, source="hand")
+    cal = ModelCalibration(train_merger_fraction=0.5, score_map=smap)
+    raw = np.array([0.2, 0.5, 0.9], dtype=np.float32)
+    # by hand: logit(0.9) = 2.19722; 0.5 * 2.19722 - 2 = -0.90139; sigmoid = 0.288765
+    assert cal.probability(raw)[2] == pytest.approx(0.288765, abs=1e-5)
+    assert cal.probability(raw)[1] == pytest.approx(1 / (1 + np.exp(2.0)), abs=1e-9)
+    s = Scoring(cal, "sdss-colour-jpeg", 0.02, None)
+    p, _ = s.columns(raw, np.ones(3, dtype=bool))
+    # then Bayes' rule from the map's reference 0.09 to 0.02: odds x (0.02/0.98)/(0.09/0.91)
+    odds = 0.288765 / (1 - 0.288765) * (0.02 / 0.98) / (0.09 / 0.91)
+    assert p[2] == pytest.approx(odds / (1 + odds), abs=1e-5)
+    meta = s.metadata()
+    assert meta["probability_calibration"]["a"] == 0.5
+    back = ModelCalibration.from_metadata(cal.to_metadata())
+    assert back.score_map == smap and back.base_fraction == 0.09
+
+
+@pytest.mark.parametrize("bad", [{"a": -1.0, "b": 0.0, "reference_merger_fraction": 0.1},
+                                 {"a": 1.0, "b": 0.0, "reference_merger_fraction": 1.5},
+                                 {"b": 0.0, "reference_merger_fraction": 0.1}])
+def test_malformed_score_maps_are_one_line_errors(bad):
+    import json
+
+    with pytest.raises(GalmergeError, match="score"):
+        ModelCalibration.from_metadata({"galmerge.score_map": json.dumps(bad)}, source="m.onnx")
+
+
+def test_em_on_calibrated_scores_recovers_planted_fraction_despite_a_distorted_model():
+    """A model whose raw score is a distorted posterior (the sim->real case): EM on the raw
+    score is biased, EM after the score map fitted on a labelled sample is not."""
+    from galmerge.inference.score_map import ScoreMap, fit_platt
+
+    rng = np.random.default_rng(5)
+
+    def sample(n, frac):
+        y = (rng.random(n) < frac).astype(int)
+        z = np.where(y == 1, rng.normal(1.0, 1.0, n), rng.normal(-1.0, 1.0, n))
+        return y, 1.0 / (1.0 + np.exp(-(2.5 * z - 3.0)))  # over-sharp and shifted
+
+    y_lab, raw_lab = sample(20_000, 0.2)
+    a, b = fit_platt(raw_lab, y_lab)
+    cal = ModelCalibration(train_merger_fraction=0.5,
+                           score_map=ScoreMap(a, b, float(y_lab.mean())))
+    _, raw_survey = sample(50_000, 0.05)
+    h_raw, h_cal = ScoreHistogram(), ScoreHistogram()
+    h_raw.add(raw_survey)
+    h_cal.add(cal.probability(raw_survey))
+    biased = estimate_prior(h_raw, 0.5, n_boot=20).fraction
+    fixed = estimate_prior(h_cal, cal.base_fraction, n_boot=50)
+    assert abs(biased - 0.05) > 0.02
+    assert abs(fixed.fraction - 0.05) < 0.01
+    assert fixed.interval[0] - 0.005 <= 0.05 <= fixed.interval[1] + 0.005

@@ -43,6 +43,7 @@ import numpy as np
 from galmerge.conventions import METADATA_PREFIX
 from galmerge.errors import GalmergeError
 from galmerge.inference.ood import OodRanges
+from galmerge.inference.score_map import ScoreMap
 
 __all__ = [
     "DARG2010_MERGER_FRACTION", "DEFAULT_DECISION_THRESHOLD", "DEFAULT_TRAIN_FRACTION",
@@ -67,6 +68,7 @@ KEY_THRESHOLD = METADATA_PREFIX + "decision_threshold"
 KEY_RULE = METADATA_PREFIX + "decision_rule"
 KEY_CURVE = METADATA_PREFIX + "calibration"
 KEY_OOD = METADATA_PREFIX + "ood_ranges"
+KEY_SCORE_MAP = METADATA_PREFIX + "score_map"
 
 _EPS = 1e-12
 
@@ -203,7 +205,7 @@ def estimate_prior(hist: ScoreHistogram, train_fraction: float, *, n_boot: int =
     return PriorEstimate(fraction=frac, interval=(float(lo), float(hi)), confidence=confidence,
                          n=hist.n, iterations=iters, converged=ok,
                          method="EM (Saerens, Latinne & Decaestecker 2002, sec. 2.2) over a "
-                                f"{hist.bins}-bin histogram of the raw scores; {n_boot}-replicate "
+                                f"{hist.bins}-bin histogram of the scores; {n_boot}-replicate "
                                 "Poisson bootstrap interval (sampling error only)")
 
 
@@ -394,6 +396,7 @@ class ModelCalibration:
         decision_rule: one sentence on how ``decision_threshold`` was chosen.
         curve: the calibration curve measured on a survey-like check.
         ood: pixel-statistic ranges of the training images (:mod:`galmerge.inference.ood`).
+        score_map: raw score -> probability on real images (:mod:`galmerge.inference.score_map`).
     """
 
     train_merger_fraction: float | None = None
@@ -401,6 +404,7 @@ class ModelCalibration:
     decision_rule: str | None = None
     curve: CalibrationCurve | None = None
     ood: OodRanges | None = None
+    score_map: ScoreMap | None = None
 
     def __post_init__(self) -> None:
         if self.train_merger_fraction is not None:
@@ -414,6 +418,18 @@ class ModelCalibration:
         """The recorded training fraction, else :data:`DEFAULT_TRAIN_FRACTION`."""
         return (DEFAULT_TRAIN_FRACTION if self.train_merger_fraction is None
                 else self.train_merger_fraction)
+
+    @property
+    def base_fraction(self) -> float:
+        """The merger fraction :meth:`probability` is a posterior under: the score map's
+        reference fraction, else the training fraction (Bayes' rule starts from it)."""
+        return (self.score_map.reference_merger_fraction if self.score_map is not None
+                else self.train_fraction)
+
+    def probability(self, raw: np.ndarray) -> np.ndarray:
+        """The raw scores through the score map (unchanged without one), float64."""
+        q = np.asarray(raw, dtype=np.float64)
+        return q if self.score_map is None else self.score_map.apply(q)
 
     def default_choice(self) -> ThresholdChoice:
         """The model's own threshold, else 0.5 on the raw score."""
@@ -435,6 +451,8 @@ class ModelCalibration:
             m[KEY_CURVE] = json.dumps(self.curve.to_dict(), sort_keys=True)
         if self.ood is not None:
             m[KEY_OOD] = json.dumps(self.ood.to_dict())  # statistic order kept
+        if self.score_map is not None:
+            m[KEY_SCORE_MAP] = json.dumps(self.score_map.to_dict(), sort_keys=True)
         return m
 
     @classmethod
@@ -459,13 +477,15 @@ class ModelCalibration:
             except ValueError:
                 raise GalmergeError(f"{source}: metadata {key} is not JSON") from None
 
-        curve, ood = obj(KEY_CURVE), obj(KEY_OOD)
+        curve, ood, smap = obj(KEY_CURVE), obj(KEY_OOD), obj(KEY_SCORE_MAP)
         return cls(train_merger_fraction=num(KEY_TRAIN_FRACTION),
                    decision_threshold=num(KEY_THRESHOLD),
                    decision_rule=meta.get(KEY_RULE) or None,
                    curve=CalibrationCurve.from_dict(curve, f"{source}: {KEY_CURVE}")
                    if curve else None,
-                   ood=OodRanges.from_dict(ood, f"{source}: {KEY_OOD}") if ood else None)
+                   ood=OodRanges.from_dict(ood, f"{source}: {KEY_OOD}") if ood else None,
+                   score_map=ScoreMap.from_dict(smap, f"{source}: {KEY_SCORE_MAP}")
+                   if smap else None)
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> ModelCalibration:
@@ -479,7 +499,7 @@ class ModelCalibration:
         if not isinstance(d, dict):
             raise GalmergeError(f"{p}: calibration JSON must be an object")
         known = {"train_merger_fraction", "decision_threshold", "decision_rule", "calibration",
-                 "ood_ranges"}
+                 "ood_ranges", "score_map"}
         extra = sorted(set(d) - known)
         if extra:
             raise GalmergeError(f"{p}: unknown keys {', '.join(extra)}",

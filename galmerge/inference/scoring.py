@@ -88,7 +88,7 @@ class Scoring:
         """The merger fraction ``p_merger`` is stated for (the training one until estimated)."""
         if isinstance(self.merger_fraction, str):
             return (self.estimate.fraction if self.estimate is not None
-                    else self.calibration.train_fraction)
+                    else self.calibration.base_fraction)
         return float(self.merger_fraction)
 
     @property
@@ -105,7 +105,8 @@ class Scoring:
 
     def columns(self, raw: np.ndarray, classified: np.ndarray) -> tuple[np.ndarray, Any]:
         """(``p_merger`` float32, ``is_merger`` nullable boolean) from raw scores."""
-        p = shift_prior(raw.astype(np.float32), self.calibration.train_fraction, self.prior)
+        cal = self.calibration
+        p = shift_prior(cal.probability(raw), cal.base_fraction, self.prior)
         threshold = self.choice.threshold if self.choice is not None else 0.5
         is_m = pd.array(np.where(classified, raw >= threshold, False), dtype="boolean")
         is_m[~classified] = pd.NA
@@ -133,6 +134,8 @@ class Scoring:
             "train_merger_fraction": cal.train_fraction,
             "train_merger_fraction_source": "model metadata" if cal.train_merger_fraction
             is not None else "not recorded by the model: 0.5 (balanced training) assumed",
+            "probability_calibration": cal.score_map.to_dict() if cal.score_map is not None
+            else "none recorded by the model: Bayes' rule from the training fraction",
             "views": self.views,
             "views_description": "identity + left-right mirror" if self.views == 2 else
             "the eight flips/rotations (D4)",
@@ -203,8 +206,10 @@ def finalise_parts(parts: list[Path], scoring: Scoring,
     hist = ScoreHistogram()
     for path in parts:
         t = pq.read_table(path, columns=["p_merger_raw", "status"]).to_pandas()
-        hist.add(t["p_merger_raw"].to_numpy()[t["status"].to_numpy() == OK])
-    done = scoring.with_estimate(estimate_prior(hist, scoring.calibration.train_fraction))
+        raw = t["p_merger_raw"].to_numpy()[t["status"].to_numpy() == OK]
+        hist.add(scoring.calibration.probability(raw))
+    cal = scoring.calibration
+    done = scoring.with_estimate(estimate_prior(hist, cal.base_fraction))
     for k, path in enumerate(parts):
         frame = pq.read_table(path).to_pandas()
         raw = frame["p_merger_raw"].to_numpy(dtype=np.float32)
