@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["HOLDOUT_MODULUS", "is_held_out", "split_ids", "split_image_dir"]
+__all__ = ["HOLDOUT_MODULUS", "fold_of", "is_held_out", "split_ids", "split_image_dir"]
 
 #: One object in HOLDOUT_MODULUS is held out of training.
 HOLDOUT_MODULUS = 3
@@ -29,6 +29,13 @@ def is_held_out(objid: str, modulus: int = HOLDOUT_MODULUS) -> bool:
     """True when ``objid`` (the catalogue id, e.g. an SDSS objID as text) is held out."""
     digest = hashlib.sha256(str(objid).strip().encode("utf-8")).hexdigest()
     return int(digest, 16) % modulus == 0
+
+
+def fold_of(objid: str, folds: int) -> int:
+    """Cross-fitting fold (0..folds-1) of ``objid``: a salted hash, independent of
+    :func:`is_held_out`, so that folds cut across the held-out/training split evenly."""
+    digest = hashlib.sha256(("fold:" + str(objid).strip()).encode("utf-8")).hexdigest()
+    return int(digest, 16) % folds
 
 
 def split_ids(ids: Iterable[str], modulus: int = HOLDOUT_MODULUS) -> tuple[list[str], list[str]]:
