@@ -460,6 +460,12 @@ def calibration_card(cal: ModelCalibration | None) -> str:
              + ("" if cal.train_merger_fraction is not None else " (not recorded; assumed)"),
              "- `classify` re-states `p_merger` for `--merger-fraction` (default 0.02, Darg et "
              "al. 2010a) by Bayes' rule; `p_merger_raw` is the score above"]
+    if cal.score_map is not None:
+        m = cal.score_map
+        lines.append(f"- score map (Platt 1999) before the prior shift: p = sigmoid({m.a:.4f} "
+                     f"logit(p_raw) {m.b:+.4f}), a probability at merger fraction "
+                     f"{m.reference_merger_fraction:.4f} ({m.source or 'source not recorded'});"
+                     " monotone, so rankings and thresholds are unchanged")
     choice = cal.default_choice()
     lines.append(f"- default threshold on the raw score: {choice.threshold:g} ({choice.rule})")
     if cal.curve is not None:

@@ -79,6 +79,10 @@ HOST_FRACTION = 0.5
 FLAG_FRACTION = 0.03
 #: Survey-like check (galmerge.training.survey): the merger fraction it weights to.
 SURVEY_MERGER_FRACTION = 0.01
+#: The shipped model is the mean of this many stage-2 runs of consecutive seeds, in one ONNX
+#: graph (galmerge.ensemble; issue 10 allows a default up to 4x one DeepMerge). The survey-like
+#: check compares disjoint ensembles (seeds 1+2, 3+4, 5+6 for --more-seeds 2 3 4 5 6).
+ENSEMBLE_MEMBERS = 2
 
 
 @dataclass
@@ -139,14 +143,14 @@ def split_pool(pool: Path, work: Path) -> tuple[Path, Path, tuple[int, int]]:
 
 
 def simulate_data(work: Path, sizes: Sizes, seed: int, hosts: Path,
-                  timings: dict[str, float]) -> None:
+                  timings: dict[str, float], host_fraction: float = HOST_FRACTION) -> None:
     """The sim->sim pair, the SDSS-like source of the baselines and the shipped recipe's
     source with real hosts (each skipped when already there)."""
     from galmerge.data.simulator import simulate
 
     plan = (("hst", sizes.n_simsim, "sim-hst", {}), ("sdss", sizes.n_sdss, "sim-sdss", {}),
             ("sdss", sizes.n_sdss, "sim-hosts",
-             {"hosts": hosts, "host_fraction": HOST_FRACTION}))
+             {"hosts": hosts, "host_fraction": host_fraction}))
     for survey, n, sub, extra in plan:
         if (work / sub / "source.h5").is_file():
             log(f"reusing {work / sub}")
@@ -265,12 +269,23 @@ def run_name(base: str, seed: int, first_seed: int) -> str:
     return base if seed == first_seed else f"{base}-s{seed}"
 
 
+def seed_groups(seeds: list[int], members: int) -> list[list[int]]:
+    """Consecutive seeds in groups of ``members`` (a trailing incomplete group is dropped)."""
+    groups = [seeds[i:i + members] for i in range(0, len(seeds), members)]
+    return [g for g in groups if len(g) == members]
+
+
 def decision_calibration(ckpt: Path, pool_train: Path) -> Any:
+    """The label-free default ``is_merger`` threshold of a checkpoint (see
+    :func:`pool_threshold`)."""
+    return pool_threshold(pool_scores(ckpt, pool_train))
+
+
+def pool_threshold(p: np.ndarray) -> Any:
     """The label-free default ``is_merger`` threshold: the score above which
     :data:`FLAG_FRACTION` of the training part of the pool lies (a ModelCalibration)."""
     from galmerge.inference.calibration import ModelCalibration
 
-    p = pool_scores(ckpt, pool_train)
     return ModelCalibration(
         train_merger_fraction=0.5, decision_threshold=float(np.quantile(p, 1.0 - FLAG_FRACTION)),
         decision_rule=f"label-free: flags the top {FLAG_FRACTION:.0%} of the {len(p)} unlabelled "
@@ -306,6 +321,36 @@ def export_for_check(work: Path, name: str, pool_train: Path, created: str) -> P
     return out
 
 
+def ensemble_name(group: list[int], first_seed: int) -> str:
+    """Name of the check export of a seed group (a single run keeps its run name)."""
+    if len(group) == 1:
+        return run_name("sdss", group[0], first_seed)
+    return "ens-" + "-".join(str(s) for s in group)
+
+
+def export_ensemble_for_check(work: Path, group: list[int], first_seed: int, pool_train: Path,
+                              created: str) -> Path:
+    """One ONNX for a seed group: the members' check exports combined, with the label-free
+    threshold of the combined score on the training pool."""
+    from galmerge.ensemble import combine_onnx
+    from galmerge.inference.engine import OnnxClassifier
+    from galmerge.survey_check import score_directory
+
+    singles = [export_for_check(work, run_name("sdss", s, first_seed), pool_train, created)
+               for s in group]
+    if len(group) == 1:
+        return singles[0]
+    name = ensemble_name(group, first_seed)
+    out = work / "onnx" / f"{name}.onnx"
+    if out.is_file() and out.stat().st_mtime > max(p.stat().st_mtime for p in singles):
+        return out
+    combine_onnx(singles, out, created=created)
+    _, _, p = score_directory(OnnxClassifier(out, device="cpu"), pool_train)
+    combine_onnx(singles, out, created=created, model_name=f"deepmerge-sdss-{name}",
+                 calibration=pool_threshold(p))
+    return out
+
+
 def survey_results(work: Path, seeds: list[int], args: argparse.Namespace, heldout: Path,
                    labels: Path, previous: Path | None, n_boot: int,
                    created: str) -> dict[str, Any]:
@@ -313,10 +358,16 @@ def survey_results(work: Path, seeds: list[int], args: argparse.Namespace, heldo
     the previous default model, with paired differences."""
     from galmerge.survey_check import SurveyCheckOptions, run_survey_check
 
-    models: dict[str, list[Path]] = {}
-    for base, label in (("sdss", "new"), ("noda", "noDA")):
-        models[label] = [export_for_check(work, run_name(base, s, seeds[0]),
-                                          work / "pool-train", created) for s in seeds]
+    groups = seed_groups(seeds, args.members)
+    pool_train = work / "pool-train"
+    models: dict[str, list[Path]] = {
+        "new": [export_ensemble_for_check(work, g, seeds[0], pool_train, created)
+                for g in groups]}
+    if args.members > 1:  # the same recipe without averaging: each group's first member
+        models["new, one member"] = [export_for_check(work, run_name("sdss", g[0], seeds[0]),
+                                                      pool_train, created) for g in groups]
+    models["noDA"] = [export_for_check(work, run_name("noda", s, seeds[0]), pool_train, created)
+                      for s in seeds[:len(groups)]]
     if previous is not None and previous.is_file():
         models["previous"] = [previous]
     opts = SurveyCheckOptions(dev=args.dev, labels=labels, background=heldout,
@@ -324,16 +375,17 @@ def survey_results(work: Path, seeds: list[int], args: argparse.Namespace, heldo
                               seed=seeds[0])
     res = run_survey_check(models, opts)
     res["seeds"] = seeds
+    res["seed_groups"] = groups
     res["models_files"] = {k: [str(p) for p in v] for k, v in models.items()}
     return res
 
 
-def shipped_threshold(work: Path) -> float:
-    """The label-free decision threshold recorded in the shipped seed's exported model."""
+def shipped_threshold(work: Path, name: str) -> float:
+    """The label-free decision threshold recorded in the shipped model's check export."""
     from galmerge.inference.engine import OnnxClassifier
     from galmerge.survey_check import model_threshold
 
-    return model_threshold(OnnxClassifier(work / "onnx" / "sdss.onnx", device="cpu"))
+    return model_threshold(OnnxClassifier(work / "onnx" / f"{name}.onnx", device="cpu"))
 
 
 def calibration_curve(work: Path, name: str, args: argparse.Namespace, heldout: Path,
@@ -345,17 +397,36 @@ def calibration_curve(work: Path, name: str, args: argparse.Namespace, heldout: 
     from galmerge.training.survey import SurveySample, calibration_points
 
     clf = OnnxClassifier(work / "onnx" / f"{name}.onnx", device="cpu")
-    _, lab, p_dev = score_directory(clf, args.dev, labels)
-    _, _, p_pool = score_directory(clf, heldout)
+    ids, lab, p_dev = score_directory(clf, args.dev, labels)
+    pool_ids, _, p_pool = score_directory(clf, heldout)
     keep = lab >= 0
     sample = SurveySample(lab[keep], p_dev[keep], p_pool)
     qs = np.quantile(p_pool, [0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995])
     pts = calibration_points(sample, sorted(set(float(q) for q in qs)),
                              SURVEY_MERGER_FRACTION, n_boot=n_boot, seed=1)
-    return {"reference_merger_fraction": SURVEY_MERGER_FRACTION,
-            "source": f"survey-like check: {int(keep.sum())} labelled GZ1 dev galaxies + "
-                      f"{len(p_pool)} held-out pool galaxies counted as non-mergers",
-            "points": pts}
+    source = (f"survey-like check: {int(keep.sum())} labelled GZ1 dev galaxies + "
+              f"{len(p_pool)} held-out pool galaxies counted as non-mergers")
+    return {"reference_merger_fraction": SURVEY_MERGER_FRACTION, "source": source,
+            "points": pts, **probability_calibration(
+                [*ids[keep], *pool_ids], np.r_[lab[keep], np.zeros(len(p_pool), np.int64)],
+                np.r_[p_dev[keep], p_pool], source)}
+
+
+def probability_calibration(ids: list[str], y: np.ndarray, raw: np.ndarray, source: str
+                            ) -> dict[str, Any]:
+    """The score map fitted on the whole check (shipped in the model) and the cross-fitted
+    check of it (issue 11: ECE, Brier and EM on galaxies the map was not fitted on)."""
+    from galmerge.inference.score_map import ScoreMap, fit_platt
+    from galmerge.training.probability_check import crossfit_probability_check
+
+    try:
+        a, b = fit_platt(raw, y)
+        smap = ScoreMap(a, b, float(y.mean()), source=f"Platt fit on the {source}")
+        check = crossfit_probability_check(ids, y, raw, train_fraction=0.5)
+    except GalmergeError as exc:  # e.g. a toy model that ranks mergers last: no map shipped
+        log(f"no score map: {exc.message}")
+        return {"score_map": None, "probability_check": {"skipped": exc.message}}
+    return {"score_map": smap.to_dict(), "probability_check": check}
 
 
 def survey_threshold(survey: dict[str, Any]) -> str:
@@ -426,9 +497,11 @@ def sdss_convention(conv: ModelConvention) -> ModelConvention:
 
 def export_models(work: Path, models_dir: Path, results: dict[str, Any], *, created: str,
                   doc_dir_rel: str, timings: dict[str, float], sizes: Sizes, seed: int,
-                  survey: dict[str, Any]) -> dict[str, Any]:
-    """Export stage 1 and the shipped model; write their model cards."""
-    from galmerge.export import export_onnx
+                  survey: dict[str, Any], group: list[int]) -> dict[str, Any]:
+    """Export stage 1 and the shipped model (the seeds of ``group`` averaged); write their
+    model cards."""
+    from galmerge.ensemble import combine_onnx
+    from galmerge.export import calibration_card, export_onnx
     from galmerge.training.checkpoint import load_checkpoint
 
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -440,21 +513,74 @@ def export_models(work: Path, models_dir: Path, results: dict[str, Any], *, crea
     r1.card.write_text(simsim_card(ck1, sizes, seed) + _technical(card1))
     out["simsim"] = {"path": str(r1.path), "sha256": r1.sha256, "parity": r1.parity}
 
-    ck = load_checkpoint(work / "sdss" / "best.pt")
-    ck.conventions["target"] = sdss_convention(ck.conventions["target"])
-    from galmerge.inference.calibration import CalibrationCurve
-
-    cal = replace(decision_calibration(work / "sdss" / "best.pt", work / "pool-train"),
-                  ood=ood_ranges(work / "pool-train", ck.conventions["target"]))
-    if survey.get("calibration"):
-        cal = replace(cal, curve=CalibrationCurve.from_dict(survey["calibration"]))
-    r = export_onnx(ck, models_dir / "deepmerge-sdss.onnx", domain="target", created=created,
-                    model_name="deepmerge-sdss", calibration=cal)
-    card = r.card.read_text()
-    r.card.write_text(sdss_card(ck, results, sizes, seed, doc_dir_rel, timings, survey)
-                      + _technical(card))
-    out["sdss"] = {"path": str(r.path), "sha256": r.sha256, "parity": r.parity}
+    members = [run_name("sdss", s, seed) for s in group]
+    cks = [load_checkpoint(work / m / "best.pt") for m in members]
+    for ck in cks:
+        ck.conventions["target"] = sdss_convention(ck.conventions["target"])
+    cal = shipped_calibration(work, group, seed, cks[0].conventions["target"], survey)
+    target = models_dir / "deepmerge-sdss.onnx"
+    if len(cks) == 1:
+        r = export_onnx(cks[0], target, domain="target", created=created,
+                        model_name="deepmerge-sdss", calibration=cal)
+        technical, sha, parity = _technical(r.card.read_text()), r.sha256, r.parity
+    else:
+        files = [export_onnx(ck, work / "ship" / f"{m}.onnx", domain="target", created=created,
+                             model_name=f"deepmerge-sdss-{m}") for ck, m in zip(cks, members,
+                                                                                 strict=True)]
+        e = combine_onnx([f.path for f in files], target, calibration=cal, created=created,
+                         model_name="deepmerge-sdss")
+        technical = (ensemble_card(group, files, e.parity_max_abs_diff)
+                     + _technical(files[0].card.read_text()) + calibration_card(cal))
+        sha, parity = e.sha256, {"max": max(f.parity["max"] for f in files),
+                                 "ensemble_vs_members": e.parity_max_abs_diff}
+    card = sdss_card(cks[0], results, sizes, seed, doc_dir_rel, timings, survey) + technical
+    target.with_suffix(".md").write_text(card)
+    out["sdss"] = {"path": str(target), "sha256": sha, "parity": parity}
     return out
+
+
+def shipped_calibration(work: Path, group: list[int], seed: int, conv: ModelConvention,
+                        survey: dict[str, Any]) -> Any:
+    """Threshold (label-free, from the check export), OOD ranges, and the calibration curve
+    and score map measured on the survey-like check, for the shipped model."""
+    from galmerge.inference.calibration import CalibrationCurve, ModelCalibration
+    from galmerge.inference.engine import OnnxClassifier
+    from galmerge.inference.score_map import ScoreMap
+
+    check = work / "onnx" / f"{ensemble_name(group, seed)}.onnx"
+    if check.is_file():
+        own = ModelCalibration.from_metadata(OnnxClassifier(check, device="cpu").metadata)
+        cal = ModelCalibration(train_merger_fraction=0.5,
+                               decision_threshold=own.decision_threshold,
+                               decision_rule=own.decision_rule)
+    else:
+        cal = decision_calibration(work / run_name("sdss", group[0], seed) / "best.pt",
+                                   work / "pool-train")
+    cal = replace(cal, ood=ood_ranges(work / "pool-train", conv))
+    if survey.get("calibration"):
+        smap = survey["calibration"].get("score_map")
+        cal = replace(cal, curve=CalibrationCurve.from_dict(survey["calibration"]),
+                      score_map=ScoreMap.from_dict(smap) if smap else None)
+    return cal
+
+
+def ensemble_card(group: list[int], files: list[Any], parity: float) -> str:
+    """Card appendix: what the ensemble is made of."""
+    rows = "\n".join(f"| {Path(f.path).name} | seed {s} | {f.sha256[:12]} | "
+                      f"{f.parity['max']:.1e} |" for s, f in zip(group, files, strict=True))
+    return f"""
+## Ensemble
+
+`p_merger` is the mean of {len(files)} DeepMerge runs of the same recipe with training seeds
+{", ".join(map(str, group))} (a seed ensemble, Lakshminarayanan et al. 2017), in one ONNX graph
+(`galmerge.ensemble`); the second output `p_members` (N, {len(files)}) holds each member's
+probability. Model-only cost: {len(files)}x one DeepMerge. Largest |ensemble − mean of the
+members run alone| on random inputs: {parity:.1e}.
+
+| member | training seed | sha256 | ONNX vs torch (max abs) |
+|---|---|---|---|
+{rows}
+"""
 
 
 def _technical(generated_card: str) -> str:
@@ -867,6 +993,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--more-seeds", type=int, nargs="*", default=[],
                     help="further training seeds of stage 2 and noDA for the seed check "
                          "(same simulations and stage 1); the first --seed is shipped")
+    ap.add_argument("--host-fraction", type=float, default=HOST_FRACTION,
+                    help="fraction of the shipped recipe's simulated scenes on real hosts")
+    ap.add_argument("--members", type=int, default=ENSEMBLE_MEMBERS,
+                    help="stage-2 runs of consecutive seeds averaged into one model (the "
+                         "shipped model is the first group; 1 = a single run)")
     ap.add_argument("--mmd-baseline", action="store_true",
                     help="also train the MMD-only baseline (Table 2 row)")
     ap.add_argument("--no-export", action="store_true")
@@ -894,17 +1025,22 @@ def main(argv: list[str] | None = None) -> int:
     previous = work / "previous-deepmerge-sdss.onnx"
     if not previous.is_file() and (args.models / "deepmerge-sdss.onnx").is_file():
         shutil.copy2(args.models / "deepmerge-sdss.onnx", previous)  # the default until now
-    simulate_data(work, sizes, args.seed, pool_train, timings)
+    simulate_data(work, sizes, args.seed, pool_train, timings, args.host_fraction)
     common = dict(threads=args.threads, overrides=sizes.overrides, timings=timings)
     stage1 = train_run("stage1", "sdss-stage1", work, work / "sim-hst" / "source.h5",
                        work / "sim-hst" / "target.h5", target_crop=1.0, init_from=None,
                        seed=args.seed, **common)
     seeds = [args.seed, *[s for s in args.more_seeds if s != args.seed]]
+    groups = seed_groups(seeds, args.members)
+    if not groups:
+        raise GalmergeError(f"--members {args.members} needs at least {args.members} seeds",
+                            hint="add --more-seeds")
+    shipped = ensemble_name(groups[0], args.seed)
     for seed in seeds:
         train_run(run_name("sdss", seed, args.seed), PRESETS["sdss"], work,
                   work / "sim-hosts" / "source.h5", pool_train, target_crop=0.5,
                   init_from=stage1, seed=seed, **common)
-        if not args.no_baselines:
+        if not args.no_baselines and seed in seeds[:len(groups)]:  # one noDA per group
             train_run(run_name("noda", seed, args.seed), PRESETS["noda"], work,
                       work / "sim-sdss" / "source.h5", pool_train, target_crop=0.5,
                       init_from=None, seed=seed, **common)
@@ -930,10 +1066,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         survey = survey_results(work, seeds, args, heldout, labels, previous,
                                 sizes.bootstrap, created_check)
-        survey["calibration"] = calibration_curve(work, "sdss", args, heldout, labels,
+        survey["calibration"] = calibration_curve(work, shipped, args, heldout, labels,
                                                   sizes.bootstrap // 4)
         survey["pool_counts"] = {"train": pool_counts[0], "heldout": pool_counts[1]}
-        survey["threshold"] = shipped_threshold(work)
+        survey["threshold"] = shipped_threshold(work, shipped)
+        survey["shipped"] = {"name": shipped, "seeds": groups[0]}
         timings["survey_check"] = time.perf_counter() - t0
         (work / "survey_check.json").write_text(json.dumps(survey, indent=2) + "\n")
         log("survey-like check:\n" + survey_table(survey))
@@ -952,7 +1089,7 @@ def main(argv: list[str] | None = None) -> int:
             doc_rel = str(args.report_out)
         exported = export_models(work, args.models, results, created=created,
                                  doc_dir_rel=doc_rel, timings=timings, sizes=sizes,
-                                 seed=args.seed, survey=survey)
+                                 seed=args.seed, survey=survey, group=groups[0])
         timings["export"] = time.perf_counter() - t0
         for v in exported.values():
             log(f"wrote {v['path']} (max |Δp| ONNX vs torch {v['parity']['max']:.1e})")

@@ -27,7 +27,7 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
            "--work", str(work), "--models", str(models), "--report-out", str(report),
            "--pool", str(EXAMPLE / "cutouts"), "--dev", str(EXAMPLE / "cutouts"),
            "--dev-labels", str(EXAMPLE / "sdss_example.csv"), "--label-column", "gz1_merger",
-           "--threads", "2"]
+           "--threads", "2", "--more-seeds", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -68,7 +68,9 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
 
     # the survey-like check: new recipe and noDA, with paired differences
     check = json.loads((work / "survey_check.json").read_text())
-    assert set(check["models"]) == {"new", "noDA"}
+    # the shipped recipe averages two seeds; its first member alone is in the check too
+    assert set(check["models"]) == {"new", "new, one member", "noDA"}
+    assert check["seed_groups"] == [[1, 2]] and check["shipped"]["seeds"] == [1, 2]
     assert check["n_background"] == len(held_ids)
     for m in check["models"].values():
         for key in ("auc", "topk_purity", "precision_at_recall_0.5", "pool_flagged"):
@@ -92,8 +94,12 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
     assert "label-free" in meta["galmerge.decision_rule"]
     assert json.loads(meta["galmerge.calibration"])["reference_merger_fraction"] == 0.01
     assert meta["galmerge.train_merger_fraction"] == "0.5" and "galmerge.ood_ranges" in meta
+    members = json.loads(meta["galmerge.ensemble_members"])
+    assert [m["model_name"] for m in members] == ["deepmerge-sdss-sdss", "deepmerge-sdss-sdss-s2"]
+    outs = [o.name for o in onnx.load(str(models / "deepmerge-sdss.onnx")).graph.output]
+    assert outs == ["p_merger", "p_members"]
     card = (models / "deepmerge-sdss.md").read_text()
     assert "noDA" in card and "paired bootstrap" in card and "ROC AUC" in card
-    assert "top-k purity" in card
+    assert "top-k purity" in card and "## Ensemble" in card
     assert (report / "report.html").is_file()
     assert np.isfinite(res["sdss"]["dev"]["auc"])

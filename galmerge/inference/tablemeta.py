@@ -36,8 +36,9 @@ RESULT_COLUMNS = ("p_merger", "p_merger_raw", "p_merger_spread", "is_merger", "o
 #: What the score columns mean (issue 11); also recorded in the run metadata.
 COLUMN_DESCRIPTIONS = {
     "p_merger": "probability that the galaxy is a merger at the run's merger fraction "
-                "(prior_used): the raw score shifted by "
-                "Bayes' rule (Saerens et al. 2002 eq. 2.4) from the training fraction",
+                "(prior_used): the raw score through the model's score map "
+                "(probability_calibration, Platt 1999), then shifted by Bayes' rule "
+                "(Saerens et al. 2002 eq. 2.4) from the map's reference fraction",
     "p_merger_raw": "the model's softmax score (balanced-training prior), identity view",
     "p_merger_spread": "std (ddof 0) of the raw score over the views (views_description)",
     "is_merger": "p_merger_raw >= the run's threshold (threshold, threshold_rule)",
