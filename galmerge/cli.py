@@ -494,9 +494,10 @@ def classify(
     target_completeness: Annotated[float | None, typer.Option(
         "--target-completeness", min=0.0, max=1.0, help="Choose the threshold on the model's "
         "calibration curve: the largest one with this completeness.")] = None,
-    views: Annotated[int, typer.Option(
+    views: Annotated[int | None, typer.Option(
         "--views", help="Views per cutout for p_merger_spread: 2 (identity + mirror, 2x model "
-        "time) or 8 (all flips/rotations, 8x).")] = 2,
+        "time) or 8 (all flips/rotations, 8x); 1 for a seed ensemble (spread over its members "
+        "at no extra cost). Default: 1 for ensembles, else 2.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run from its last completed chunk.")] = False,
     limit: Annotated[int | None, typer.Option(

@@ -90,3 +90,57 @@ def test_bad_member_lists_are_refused(tmp_path, second_member):
     ens = combine_onnx([SDSS, second_member], tmp_path / "ens.onnx").path
     with pytest.raises(GalmergeError, match="already an ensemble"):
         combine_onnx([SDSS, ens], tmp_path / "ens2.onnx")
+
+
+# --- classify with an ensemble: the spread comes from the members --------------------------
+
+def _classify(tmp_path: Path, example_dir: Path, model: Path, name: str, *extra: str):
+    import shutil
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from galmerge.cli import app
+
+    dest = tmp_path / name
+    shutil.copytree(example_dir, dest)
+    out = dest / "scores.csv"
+    res = CliRunner().invoke(app, ["classify", "--quiet", "--catalog",
+                                   str(dest / "sdss_example.csv"), "--model", str(model),
+                                   "--output", str(out), *extra])
+    return res, (pd.read_csv(out, dtype={"objid": str}) if res.exit_code == 0 else None)
+
+
+def test_classify_takes_the_spread_over_the_ensemble_members(tmp_path, second_member,
+                                                             example_dir):
+    ens = combine_onnx([SDSS, second_member], tmp_path / "ens.onnx").path
+    res, got = _classify(tmp_path, example_dir, ens, "ens")
+    assert res.exit_code == 0, res.output
+    _, a = _classify(tmp_path, example_dir, SDSS, "a", "--views", "2")
+    _, b = _classify(tmp_path, example_dir, second_member, "b", "--views", "2")
+    ok = (got["status"] == "ok").to_numpy()
+    assert ok.sum() == 23
+    ra, rb = a["p_merger_raw"].to_numpy()[ok], b["p_merger_raw"].to_numpy()[ok]
+    np.testing.assert_allclose(got["p_merger_raw"].to_numpy()[ok], (ra + rb) / 2, atol=2e-6)
+    # one view, two members: the spread is half the members' difference
+    np.testing.assert_allclose(got["p_merger_spread"].to_numpy()[ok], np.abs(ra - rb) / 2,
+                               atol=2e-6)
+    assert got["p_merger_spread"].to_numpy()[ok].max() > 1e-3
+    meta = json.loads((tmp_path / "ens" / "scores.csv.meta.json").read_text())
+    assert meta["views"] == 1 and "2 members of the seed ensemble" in meta["views_description"]
+
+
+def test_an_ensemble_of_identical_members_has_zero_spread(tmp_path, example_dir):
+    twin = tmp_path / "twin.onnx"
+    twin.write_bytes(SDSS.read_bytes())
+    ens = combine_onnx([SDSS, twin], tmp_path / "same.onnx").path
+    res, got = _classify(tmp_path, example_dir, ens, "same")
+    assert res.exit_code == 0, res.output
+    ok = got["status"] == "ok"
+    assert (got.loc[ok, "p_merger_spread"] == 0).all()
+
+
+def test_views_1_is_refused_for_a_single_model(tmp_path, example_dir):
+    res, _ = _classify(tmp_path, example_dir, SDSS, "single", "--views", "1")
+    assert res.exit_code != 0
+    assert "--views 1 gives no spread" in res.output and "Traceback" not in res.output

@@ -207,6 +207,10 @@ class OnnxClassifier:
         self._channels = int(shape[1])
         self._static_hw = shape[2] if isinstance(shape[2], int) else None
         outs = {o.name: o for o in self.session.get_outputs()}
+        members = outs.get("p_members")
+        #: Members of a seed ensemble (its ``p_members`` output), 1 for a single model.
+        self.n_members = (int(members.shape[1]) if members is not None and len(members.shape) == 2
+                          and isinstance(members.shape[1], int) else 1)
         if "p_merger" in outs:
             self._output = "p_merger"
             check_output_shape(outs["p_merger"].shape, str(p))
@@ -227,6 +231,22 @@ class OnnxClassifier:
         p = check_batch_output(self.session.run([self._output], {self._input: x})[0],
                                self.batch_size, str(self.path))
         return p[:k]
+
+    def run_batch_members(self, batch: np.ndarray) -> np.ndarray:
+        """Like :meth:`run_batch`, but each member's score of an ensemble: float32 (k, M);
+        (k,) for a single model."""
+        if self.n_members == 1:
+            return self.run_batch(batch)
+        k = batch.shape[0]
+        x = self._buffer
+        x[:k] = batch
+        x[k:] = 0.0
+        m = np.asarray(self.session.run(["p_members"], {self._input: x})[0])
+        if m.shape != (self.batch_size, self.n_members) or m.dtype.kind not in "fiub":
+            raise GalmergeError(f"{self.path}: output p_members is {m.dtype} {m.shape} for a "
+                                f"batch of {self.batch_size}, expected ({self.batch_size}, "
+                                f"{self.n_members})", hint="build ensembles with galmerge.ensemble")
+        return m[:k].astype(np.float32, copy=False)
 
     def predict(self, images: np.ndarray, *,
                 progress: Callable[[int], None] | None = None) -> np.ndarray:

@@ -80,7 +80,7 @@ from galmerge.inference.scoring import (
     make_scoring,
 )
 from galmerge.inference.services import ServiceCutoutSource, open_cached_source
-from galmerge.inference.views import DEFAULT_VIEWS
+from galmerge.inference.views import default_views
 from galmerge.inference.writers import (
     RESULT_COLUMNS,
     AssemblyResult,
@@ -119,7 +119,8 @@ class ClassifyOptions:
             stated for (default 0.02, Darg et al. 2010a), or ``"estimate"`` (EM).
         target_purity, target_completeness: choose the threshold from the
             model's calibration curve (at most one; not with ``threshold``).
-        views: views per cutout for ``p_merger_spread`` (2 or 8).
+        views: views per cutout for ``p_merger_spread`` (1, 2 or 8; None: 1 for a seed
+            ensemble, whose spread is over its members, else 2).
         batch_size: images per model call (fixed; the last batch is padded).
         chunk_size: catalogue rows per chunk = per part file = unit of resume.
         id_col, ra_col, dec_col, file_loc_col: explicit column names.
@@ -158,7 +159,7 @@ class ClassifyOptions:
     merger_fraction: float | str = DARG2010_MERGER_FRACTION
     target_purity: float | None = None
     target_completeness: float | None = None
-    views: int = DEFAULT_VIEWS
+    views: int | None = None
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -241,8 +242,9 @@ def run_scoring(clf: OnnxClassifier, options: ClassifyOptions) -> Scoring:
     return make_scoring(clf.metadata, clf.convention.pixel_convention,
                         threshold=options.threshold, merger_fraction=options.merger_fraction,
                         target_purity=options.target_purity,
-                        target_completeness=options.target_completeness, views=options.views,
-                        model=clf.name)
+                        target_completeness=options.target_completeness,
+                        views=default_views(clf.n_members) if options.views is None
+                        else options.views, members=clf.n_members, model=clf.name)
 
 
 # --- the unit of work ---------------------------------------------------------------------
@@ -412,7 +414,7 @@ def _run_requests(requests: list[CutoutRequest], positions: np.ndarray, ctx: Cla
         if len(ok):
             rows = positions[np.asarray(ok)]
             assert ctx.scoring is not None
-            raw, spread, ood, reason = ctx.scoring.score_batch(clf.run_batch, imgs)
+            raw, spread, ood, reason = ctx.scoring.score_batch(clf.run_batch_members, imgs)
             bad = invalid_scores(raw)
             if bad.any():  # not a probability: the row gets a status, the run says why
                 for i, v in zip(rows[bad], raw[bad], strict=True):

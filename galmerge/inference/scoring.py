@@ -77,6 +77,7 @@ class Scoring:
     merger_fraction: float | str
     choice: ThresholdChoice | None
     views: int = DEFAULT_VIEWS
+    members: int = 1
     target_purity: float | None = None
     target_completeness: float | None = None
     estimate: PriorEstimate | None = None
@@ -122,6 +123,13 @@ class Scoring:
                                           model=self.model)
         return out
 
+    def views_description(self) -> str:
+        """What ``p_merger_spread`` is the spread over, in words."""
+        views = {1: "the cutout as given", 2: "identity + left-right mirror",
+                 8: "the eight flips/rotations (D4)"}[self.views]
+        return views if self.members < 2 else \
+            f"{views}, each scored by the {self.members} members of the seed ensemble"
+
     def metadata(self) -> dict[str, Any]:
         """Run metadata: prior used, threshold and its rule, views, OOD ranges."""
         cal = self.calibration
@@ -137,8 +145,7 @@ class Scoring:
             "probability_calibration": cal.score_map.to_dict() if cal.score_map is not None
             else "none recorded by the model: Bayes' rule from the training fraction",
             "views": self.views,
-            "views_description": "identity + left-right mirror" if self.views == 2 else
-            "the eight flips/rotations (D4)",
+            "views_description": self.views_description(),
             "ood_ranges": cal.ood.source or "model metadata" if cal.ood is not None
             else "none recorded by the model: generic checks only",
             "result_columns": dict(COLUMN_DESCRIPTIONS),
@@ -155,7 +162,7 @@ class Scoring:
 
 def check_scoring_options(merger_fraction: float | str, *, threshold: float | None,
                           target_purity: float | None, target_completeness: float | None,
-                          views: int) -> float | str:
+                          views: int | None) -> float | str:
     """Validate classify's issue-11 options; returns the merger fraction (float or ``estimate``)."""
     mf = merger_fraction
     if isinstance(mf, str) and mf != ESTIMATE:
@@ -172,7 +179,7 @@ def check_scoring_options(merger_fraction: float | str, *, threshold: float | No
                             "--target-completeness")
     if targets and not 0.0 < targets[0] <= 1.0:
         raise GalmergeError(f"target purity/completeness must be in (0, 1], got {targets[0]:g}")
-    if views not in VIEW_CHOICES:
+    if views is not None and views not in VIEW_CHOICES:
         raise GalmergeError(f"--views must be one of {', '.join(map(str, VIEW_CHOICES))}, "
                             f"got {views}")
     return mf
@@ -180,10 +187,14 @@ def check_scoring_options(merger_fraction: float | str, *, threshold: float | No
 
 def make_scoring(metadata: dict[str, str], convention: str, *, threshold: float | None,
                  merger_fraction: float | str, target_purity: float | None,
-                 target_completeness: float | None, views: int, model: str) -> Scoring:
+                 target_completeness: float | None, views: int, model: str,
+                 members: int = 1) -> Scoring:
     """The run's :class:`Scoring` (raises GalmergeError for an impossible target)."""
+    if views == 1 and members < 2:
+        raise GalmergeError(f"--views 1 gives no spread for {model}, a single model",
+                            hint="use --views 2 or 8 (1 is for seed ensembles)")
     cal = ModelCalibration.from_metadata(metadata, source=model)
-    s = Scoring(cal, convention, merger_fraction, None, views=views,
+    s = Scoring(cal, convention, merger_fraction, None, views=views, members=members,
                 target_purity=target_purity, target_completeness=target_completeness,
                 model=model)
     if threshold is not None:
