@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from galmerge.errors import GalmergeError
+from galmerge.inference.status import NO_COVERAGE, OK
 
 #: File name of the index+store inside a cache directory.
 CACHE_FILE = "cutouts.sqlite"
@@ -259,8 +260,6 @@ class CutoutCache:
     def put(self, key: CacheKey, *, status: str, body: bytes | None = None,
             content_type: str = "", detail: str = "", url: str = "") -> None:
         """Store (or replace) one entry in its own transaction."""
-        from galmerge.inference.cutouts import NO_COVERAGE, OK
-
         if status not in (OK, NO_COVERAGE):
             raise ValueError(f"only permanent outcomes are cached, not {status!r}")
         if status == OK and body is None:
