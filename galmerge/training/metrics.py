@@ -1,9 +1,9 @@
 """Classification metrics of the paper (§6), with bootstrap confidence intervals.
 
 Mergers are the positive class (label 1), non-mergers the negative class (§6).
-Pure numpy (no torch, no sklearn), so evaluation code can run anywhere.
+Numpy and scikit-learn (the ``train`` extra), no torch.
 
-* AUC: area under the ROC curve (Mann-Whitney U with average ranks for ties);
+* AUC: area under the ROC curve (scikit-learn's; ties count 1/2);
 * accuracy, precision TP/(TP+FP), recall TP/(TP+FN), F1 (§6);
 * Brier score: mean squared difference between p(merger) and the label (§6);
 * confusion matrix normalised by the true class (each true-label row sums to 1;
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
 
 METRIC_NAMES = ("auc", "accuracy", "precision", "recall", "f1", "brier")
 CLASS_NAMES = ("non-merger", "merger")
@@ -36,21 +37,21 @@ def _check(y_true: np.ndarray, p_merger: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def roc_auc(y_true: np.ndarray, p_merger: np.ndarray) -> float:
-    """ROC AUC = P(score of a random merger > score of a random non-merger), ties count 1/2."""
+    """ROC AUC = P(score of a random merger > score of a random non-merger), ties count 1/2
+    (scikit-learn's ``roc_auc_score``); NaN for a one-class sample."""
     y, p = _check(y_true, p_merger)
     n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_pos == y.size:
         return float("nan")
-    order = np.argsort(p, kind="mergesort")
-    ps = p[order]
-    ranks = np.empty(y.size, dtype=np.float64)
-    # average ranks over ties (1-based)
-    _, first, counts = np.unique(ps, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(roc_auc_score(y, p))
+
+
+def roc_points(y_true: np.ndarray, p_merger: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates of every distinct threshold, from (0, 0) to (1, 1)
+    (scikit-learn's ``roc_curve``, every point kept)."""
+    y, p = _check(y_true, p_merger)
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+    return fpr, tpr
 
 
 def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
