@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from galmerge import __version__
-from galmerge.errors import GalmergeError
+from galmerge.errors import GalmergeError, GalmergeWarning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -456,7 +457,8 @@ def classify(
         "--catalog", help="Catalogue: CSV, ECSV, FITS, VOTable, Parquet or HDF5 table.")],
     model: Annotated[str | None, typer.Option(
         "--model", help="ONNX model (path or name); default: the shipped deepmerge-sdss.onnx "
-        "(searched in $GALMERGE_MODELS, models/, <prefix>/share/galmerge/models).")] = None,
+        "(searched in $GALMERGE_MODELS, the package's galmerge/models, "
+        "<prefix>/share/galmerge/models).")] = None,
     cutouts: Annotated[Path | None, typer.Option(
         "--cutouts", help="Folder of cutout files named by id (any image extension), or an "
         "HDF5 cube from `galmerge simulate`. Without it, the file_loc column is used.")] = None,
@@ -577,7 +579,8 @@ def classify(
         from galmerge.inference.distributed import DaskRunner
 
         runner = DaskRunner.from_cli(dask, dask_workers, dask_resources)
-    with RunProgress(enabled=not quiet) as prog:
+    with RunProgress(enabled=not quiet) as prog, warnings.catch_warnings():
+        warnings.simplefilter("ignore", GalmergeWarning)  # print_summary shows them
         summary = classify_catalog(catalog, model=model, output=output, options=opts,
                                    resume=resume, command=["galmerge", *sys.argv[1:]],
                                    progress=prog, runner=runner)
