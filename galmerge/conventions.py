@@ -24,6 +24,21 @@ import numpy as np
 from galmerge.errors import GalmergeError
 from galmerge.serial import from_plain, to_plain
 
+__all__ = [
+    "DISPLAY_RGB8",
+    "FLUX_LINEAR",
+    "FLUX_NANOMAGGIES",
+    "KNOWN_CONVENTIONS",
+    "MAX_MODEL_SIZE",
+    "METADATA_PREFIX",
+    "SDSS_COLOUR_JPEG",
+    "SDSS_RGB_BANDS",
+    "ModelConvention",
+    "Normalisation",
+    "sdss_lupton_rgb",
+    "to_convention",
+]
+
 # --- convention names -------------------------------------------------------
 
 #: Linear flux in arbitrary but consistent units (the simulator's pristine and

@@ -52,6 +52,21 @@ from galmerge.inference.calibration import ModelCalibration
 from galmerge.inference.engine import import_onnxruntime
 from galmerge.training.checkpoint import Checkpoint, load_checkpoint
 
+__all__ = [
+    "DEFAULT_OPSET",
+    "EXAMPLE_CUTOUTS",
+    "FEATURES_NAME",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "PARITY_BATCHES",
+    "PARITY_TOLERANCE",
+    "ExportResult",
+    "calibration_card",
+    "export_onnx",
+    "render_model_card",
+    "sdss_example_convention",
+]
+
 #: Maximum |p_onnx - p_torch| accepted at export (issue 4).
 PARITY_TOLERANCE = 1e-5
 #: Default ONNX opset: supported by every ONNX Runtime >= 1.14 and by the dynamo exporter.

@@ -32,6 +32,16 @@ from typing import Any
 from galmerge.errors import GalmergeError
 from galmerge.inference.status import NO_COVERAGE, OK
 
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "CACHE_FILE",
+    "CACHE_FORMAT",
+    "CacheEntry",
+    "CacheKey",
+    "CutoutCache",
+    "is_cache_dir",
+]
+
 #: File name of the index+store inside a cache directory.
 CACHE_FILE = "cutouts.sqlite"
 #: Bumped when the schema changes incompatibly.

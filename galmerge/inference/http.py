@@ -42,6 +42,22 @@ from galmerge.data.images import RawImage
 from galmerge.errors import GalmergeError
 from galmerge.inference.status import FETCH_FAILED
 
+__all__ = [
+    "RETRY_STATUSES",
+    "USER_AGENT",
+    "Attempt",
+    "ClientStats",
+    "HttpClient",
+    "HttpSettings",
+    "RateLimiter",
+    "Response",
+    "TransientError",
+    "error_message",
+    "generic_attempt",
+    "looks_like_html",
+    "parse_retry_after",
+]
+
 #: Sent with every request so that service operators can see who is calling.
 USER_AGENT = f"galmerge/{__version__} (+https://github.com/galmerge/galmerge)"
 

@@ -94,6 +94,36 @@ from galmerge.inference.writers import (
     write_part,
 )
 
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MODEL",
+    "EXECUTION_FLAGS",
+    "EXECUTION_OPTIONS",
+    "FETCH_RESULT_KEYS",
+    "MANIFEST",
+    "MANIFEST_VERSION",
+    "MODELS_ENV",
+    "ChunkRunner",
+    "ClassifyContext",
+    "ClassifyOptions",
+    "ClassifyRun",
+    "ProgressFn",
+    "RunSummary",
+    "catalog_fingerprint",
+    "check_output",
+    "classify_catalog",
+    "classify_chunk",
+    "default_output",
+    "make_context",
+    "model_search_path",
+    "resolve_model",
+    "run_date",
+    "run_metadata",
+    "run_scoring",
+    "service_source",
+    "worker_spec",
+]
+
 #: File name of the shipped default model.
 DEFAULT_MODEL = "deepmerge-sdss.onnx"
 #: Environment variable naming a folder of models (or one .onnx file), e.g. in Docker.

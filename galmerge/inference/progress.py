@@ -28,6 +28,12 @@ from galmerge.inference.pipeline import RunSummary
 from galmerge.inference.status import OK, STATUS_MEANING
 from galmerge.progressbar import ProgressBar
 
+__all__ = [
+    "RunProgress",
+    "calibration_lines",
+    "print_summary",
+]
+
 
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:

@@ -61,6 +61,22 @@ from galmerge.inference.cutouts import (
 )
 from galmerge.inference.http import Attempt, HttpClient, HttpSettings, Response, looks_like_html
 
+__all__ = [
+    "COVERAGE_THRESHOLD",
+    "FAILURE_MEMORY_S",
+    "SERVICES",
+    "URL_ENV",
+    "Geometry",
+    "HipsCutoutSource",
+    "LegacyCutoutSource",
+    "SdssCutoutSource",
+    "ServiceCutoutSource",
+    "fetch_geometry",
+    "make_source",
+    "open_cached_source",
+    "source_from_spec",
+]
+
 #: A fetched tile with more than this fraction of no-data pixels (exactly zero
 #: or non-finite in every band) is out of the footprint: real SDSS fields have
 #: < 8 % such pixels, an out-of-footprint SDSS tile about 91 % (deploy.md §1).

@@ -16,6 +16,20 @@ from typing import Any
 from galmerge.errors import GalmergeError
 from galmerge.serial import from_plain, to_plain
 
+__all__ = [
+    "ALIGN_CLASSES",
+    "ARCHS",
+    "DEVICES",
+    "FISHER_KINDS",
+    "FREEZE",
+    "GRL_SCHEDULES",
+    "METHODS",
+    "MMD_KERNELS",
+    "SELECTION",
+    "DataConfig",
+    "TrainConfig",
+]
+
 METHODS = ("none", "mmd", "dann")
 ARCHS = ("deepmerge", "resnet18")
 FREEZE = ("none", "conv")

@@ -16,6 +16,12 @@ from galmerge.training.metrics import binary_metrics, bootstrap_ci
 from galmerge.training.models import FeatureClassifier
 from galmerge.training.trainer import conventions_match, predict, resolve_device
 
+__all__ = [
+    "DOMAINS",
+    "choose_domain",
+    "evaluate_checkpoint",
+]
+
 DOMAINS = ("source", "target")
 
 

@@ -22,6 +22,20 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+__all__ = [
+    "CLASS_NAMES",
+    "METRIC_NAMES",
+    "Interval",
+    "PairedDifference",
+    "binary_metrics",
+    "bootstrap_ci",
+    "confusion_counts",
+    "format_metrics",
+    "paired_bootstrap",
+    "roc_auc",
+    "roc_points",
+]
+
 METRIC_NAMES = ("auc", "accuracy", "precision", "recall", "f1", "brier")
 CLASS_NAMES = ("non-merger", "merger")
 

@@ -37,6 +37,19 @@ from galmerge.training.data import DomainSplit
 from galmerge.training.metrics import binary_metrics, bootstrap_ci, roc_points
 from galmerge.training.trainer import predict, resolve_device
 
+__all__ = [
+    "DOMAIN_COLOURS",
+    "METRIC_NAMES",
+    "RUN_COLOURS",
+    "DataChoice",
+    "DomainScores",
+    "RunScores",
+    "build_report",
+    "display_rgb",
+    "grad_cam",
+    "score_domain",
+]
+
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "brier", "auc")
 DOMAIN_COLOURS = {"source": "#e69f00", "target": "#0072b2"}
 RUN_COLOURS = ("#1b2a6b", "#7b3294", "#e6a700", "#d6604d", "#4dac26", "#2c7bb6")

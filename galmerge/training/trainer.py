@@ -95,6 +95,21 @@ from galmerge.training.models import (
     count_trainable_parameters,
 )
 
+__all__ = [
+    "HISTORY_COLUMNS",
+    "VAL_KEYS",
+    "Log",
+    "TrainResult",
+    "conventions_match",
+    "deterministic",
+    "load_history",
+    "one_cycle_lr",
+    "open_domain",
+    "predict",
+    "resolve_device",
+    "train",
+]
+
 Log = Callable[[str], None]
 
 HISTORY_COLUMNS = (

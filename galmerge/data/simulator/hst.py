@@ -33,6 +33,17 @@ from galmerge.conventions import FLUX_LINEAR, ModelConvention
 from galmerge.data.simulator import debris, profiles
 from galmerge.data.simulator.sampling import balanced_labels, log_uniform
 
+__all__ = [
+    "STAGES",
+    "HSTConfig",
+    "HSTRender",
+    "add_sky_noise",
+    "convention",
+    "draw_catalogue",
+    "render_batch",
+    "simulate_hst",
+]
+
 #: Merger stages drawn by the simulator (index stored per image in ``extra/stage``).
 STAGES = ("none", "remnant", "close-pair", "wide-pair")
 

@@ -52,6 +52,34 @@ from galmerge.data.simulator.sampling import (
     power_law_mags,
 )
 
+__all__ = [
+    "BANDS_GRI",
+    "KINDS",
+    "MAX_FIELD_SOURCES",
+    "NATIVE_PIXEL_AREA",
+    "SLOTS",
+    "STAGES",
+    "BackgroundBank",
+    "SDSSConfig",
+    "as_host_scenes",
+    "composite",
+    "convention",
+    "draw_catalogue",
+    "host_flux_scale",
+    "images_from_flux",
+    "images_on_backgrounds",
+    "jpeg_to_model_pixels",
+    "load_backgrounds",
+    "lupton_rgb",
+    "lupton_rgb8",
+    "render_flux",
+    "simulate_sdss",
+    "sky_mosaics",
+    "smooth_chroma",
+    "to_jpeg_model_pixels",
+    "unstretch",
+]
+
 #: Merger stage codes stored in ``extra/stage``.
 STAGES = ("none", "pair", "interacting", "post-merger")
 #: Central-object types stored in ``extra/kind`` (for mergers: the centred galaxy's type).
