@@ -47,6 +47,7 @@ from galmerge.conventions import (
     Normalisation,
     to_convention,
 )
+from galmerge.data.images import prepare, read_image
 from galmerge.errors import GalmergeError
 from galmerge.inference.calibration import ModelCalibration
 from galmerge.inference.engine import import_onnxruntime
@@ -340,8 +341,6 @@ def _random_inputs(n: int, conv: ModelConvention, norm: Normalisation,
 
 def _real_inputs(conv: ModelConvention, files: list[Path] | None) -> tuple[np.ndarray | None, str]:
     """Real cutouts converted to the model's convention, or None and why not."""
-    from galmerge.data.images import prepare, read_image
-
     if files is None:
         if not EXAMPLE_CUTOUTS.is_dir():
             return None, "real-image parity skipped: bundled example not found (installed wheel)"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from galmerge.conventions import FLUX_LINEAR, SDSS_COLOUR_JPEG, ModelConvention
 from galmerge.data.images import IMAGE_EXTENSIONS, RawImage, read_image, stable_message
 from galmerge.data.limits import (
     FileMissing,
@@ -173,8 +174,6 @@ class H5Cube:
 
         import h5py
 
-        from galmerge.conventions import FLUX_LINEAR, ModelConvention
-
         self.path = Path(path)
         # A regular file (never a FIFO or device, which h5py would wait on forever).
         open_regular(self.path).close()
@@ -322,8 +321,6 @@ class LocalFileSource(CutoutSource):
     def __init__(self, *, base_dir: str | Path | None = None,
                  cutouts: str | Path | None = None, pattern: str | None = None,
                  jpeg_kind: str | None = None, limits: ImageLimits | None = None) -> None:
-        from galmerge.conventions import SDSS_COLOUR_JPEG
-
         self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         self.cutouts = Path(cutouts) if cutouts is not None else None
         self.pattern = pattern
