@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from galmerge.conventions import SDSS_COLOUR_JPEG, SDSS_RGB_BANDS, ModelConvention
+from galmerge.data.dataset import DatasetWriter
 from galmerge.data.simulator import debris, hosts, profiles
 from galmerge.data.simulator.sampling import (
     balanced_labels,
@@ -51,6 +52,7 @@ from galmerge.data.simulator.sampling import (
     log_uniform,
     power_law_mags,
 )
+from galmerge.data.simulator.truth import truth_columns
 
 __all__ = [
     "BANDS_GRI",
@@ -808,9 +810,6 @@ def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Pa
     ``extra/host_index`` names the host (index into ``provenance["hosts"]["ids"]``, -1 for
     purely simulated scenes).
     """
-    from galmerge.data.dataset import DatasetWriter
-    from galmerge.data.simulator import truth_columns
-
     ss = np.random.SeedSequence(seed)
     r_cat, r_render = (np.random.default_rng(s) for s in ss.spawn(2))
     bank = load_backgrounds(cfg.backgrounds, cfg) if cfg.backgrounds else None
