@@ -45,6 +45,13 @@ import numpy as np
 
 from galmerge.conventions import SDSS_COLOUR_JPEG, SDSS_RGB_BANDS, ModelConvention
 from galmerge.data.dataset import DatasetWriter
+from galmerge.data.images import (
+    JPEG_EXTENSIONS,
+    decode_rgb8_bytes,
+    image_suffix,
+    prepare,
+    read_image,
+)
 from galmerge.data.simulator import debris, hosts, profiles
 from galmerge.data.simulator.sampling import (
     balanced_labels,
@@ -53,6 +60,7 @@ from galmerge.data.simulator.sampling import (
     power_law_mags,
 )
 from galmerge.data.simulator.truth import truth_columns
+from galmerge.errors import GalmergeError
 
 __all__ = [
     "BANDS_GRI",
@@ -618,8 +626,6 @@ def jpeg_to_model_pixels(rgb8: np.ndarray, cfg: SDSSConfig) -> np.ndarray:
     area-resize them to the model size, exactly as real cutouts are read."""
     from PIL import Image
 
-    from galmerge.data.images import decode_rgb8_bytes, prepare
-
     out = np.empty((len(rgb8), 3, cfg.size, cfg.size), dtype=np.float32)
     for i, im in enumerate(rgb8):
         buf = io.BytesIO()
@@ -666,9 +672,6 @@ def load_backgrounds(directory: str | Path, cfg: SDSSConfig) -> BackgroundBank:
         GalmergeError: no directory, or no usable JPEGs in it.
     """
     import hashlib
-
-    from galmerge.data.images import JPEG_EXTENSIONS, image_suffix, read_image
-    from galmerge.errors import GalmergeError
 
     d = Path(directory)
     if not d.is_dir():
