@@ -53,9 +53,8 @@ RUN if [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
     && pip install -r requirements.txt
 
 COPY README.md ./
+# The package carries the shipped models as package data (galmerge/models/).
 COPY galmerge ./galmerge
-# The wheel carries the shipped models as data files (share/galmerge/models).
-COPY models ./models
 RUN if [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
         export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi \
     && pip install --no-deps . \
@@ -77,7 +76,7 @@ RUN if ! command -v python3 >/dev/null; then \
 COPY --from=build /opt/galmerge/venv /opt/galmerge/venv
 # The shipped models and the bundled example catalogue (a self-test:
 # `galmerge classify --catalog /opt/galmerge/catalogs/sdss_example/sdss_example.csv`).
-COPY models /opt/galmerge/models
+COPY galmerge/models /opt/galmerge/models
 COPY catalogs/sdss_example /opt/galmerge/catalogs/sdss_example
 
 ARG GALMERGE_EXTRA=gpu

@@ -1,6 +1,7 @@
 # Two commands set up everything on a fresh machine (see README):
 #   make demo   - install the inference path and classify the bundled example catalogue (offline)
-#   make test   - install everything (training, dask, dev tools) and run lint + the test suite
+#   make test   - install everything (training, dask, dev tools) and run lint, the import
+#                 contract (lint-imports) and the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,6 +21,7 @@ demo: $(BIN)/python
 test: $(BIN)/python
 	$(PIP) install -e '.[cpu,train,dask,dev]'
 	$(BIN)/ruff check galmerge tests benchmarks scripts
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/python

@@ -64,7 +64,7 @@ def ensure_data(data: Path, n: int, seed: int) -> None:
     """Generate the simulator's default pair with ``galmerge simulate`` unless present."""
     if (data / "source.h5").is_file() and (data / "target.h5").is_file():
         return
-    cmd = [sys.executable, "-m", "galmerge", "simulate", "--out", str(data), "--n", str(n),
+    cmd = [sys.executable, "-m", "galmerge", "simulate", "--output", str(data), "--n", str(n),
            "--seed", str(seed)]
     print("generating:", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)

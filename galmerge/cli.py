@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,9 +19,44 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from galmerge import __version__
-from galmerge.errors import GalmergeError
+from galmerge.errors import GalmergeError, GalmergeWarning
+
+__all__ = [
+    "BackoffOpt",
+    "BandsOpt",
+    "ConcurrencyOpt",
+    "CutoutFormatOpt",
+    "HipsOpt",
+    "LayerOpt",
+    "MaxRpsOpt",
+    "OldOutOpt",
+    "OutputOpt",
+    "PixelsOpt",
+    "ReleaseOpt",
+    "RetriesOpt",
+    "ScaleColOpt",
+    "ScaleFactorOpt",
+    "ScaleOpt",
+    "ServiceOpt",
+    "ServiceUrlOpt",
+    "TimeoutOpt",
+    "app",
+    "classify",
+    "doctor",
+    "evaluate",
+    "export",
+    "fetch",
+    "main",
+    "not_implemented",
+    "report",
+    "simulate",
+    "survey_check",
+    "train",
+    "user_errors",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 app = typer.Typer(
     name="galmerge",
@@ -97,6 +133,41 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+# --- one rule for inputs and outputs --------------------------------------------------
+# Every input is a named option (--catalog, --checkpoint, --data, --source, --run ...) and
+# what a command writes is --output/-o. The spellings of the previous release (positional
+# paths of evaluate/export/report, --out) still work for one release: the command notes
+# the new spelling on stderr when it succeeds (a failing command still prints one line).
+
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="What the command writes.")]
+OldOutOpt = Annotated[Path | None, typer.Option("--out", hidden=True)]
+
+
+def _spelled(new: T | None, old: T | None, new_flag: str, old_flag: str,
+             notes: list[str]) -> T:
+    """The value given as ``new_flag``, or for one more release as ``old_flag`` (noted)."""
+    value = _maybe_spelled(new, old, new_flag, old_flag, notes)
+    if value is None:
+        raise GalmergeError(f"missing option {new_flag}")
+    return value
+
+
+def _maybe_spelled(new: T | None, old: T | None, new_flag: str, old_flag: str,
+                   notes: list[str]) -> T | None:
+    """As :func:`_spelled`, for an option that may be left out."""
+    if old is None:
+        return new
+    if new is not None:
+        raise GalmergeError(f"give {new_flag} once (not also as {old_flag})")
+    notes.append(f"{old_flag} is deprecated and goes in the next release; use {new_flag}")
+    return old
+
+
+def _say_deprecated(notes: list[str]) -> None:
+    for note in notes:
+        typer.echo(f"warning: {note}", err=True)
+
+
 @app.callback()
 def _root(
     version: Annotated[
@@ -110,8 +181,9 @@ def _root(
 @app.command()
 @user_errors
 def simulate(
-    out: Annotated[Path, typer.Option(
-        "--out", help="Output directory for source.h5 and target.h5.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Output directory for source.h5 and target.h5.")] = None,
+    out: OldOutOpt = None,
     n: Annotated[int, typer.Option("--n", help="Images per domain (at least 2).")] = 6000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 1,
     survey: Annotated[str, typer.Option(
@@ -138,14 +210,17 @@ def simulate(
 
     from galmerge.data.simulator import simulate as run_simulation
 
+    notes: list[str] = []
+    target = _spelled(output, out, "--output", "--out", notes)
     t0 = time.perf_counter()
-    result = run_simulation(out, n=n, seed=seed, survey=survey, backgrounds=backgrounds,
+    result = run_simulation(target, n=n, seed=seed, survey=survey, backgrounds=backgrounds,
                             hosts=hosts, host_fraction=host_fraction)
     took = time.perf_counter() - t0
     for path in result.paths:
         typer.echo(f"wrote {path}")
     typer.echo(f"{result.n} images per file, seed {result.seed}, survey {result.survey}, "
                f"{took:.1f} s")
+    _say_deprecated(notes)
 
 
 _TRAIN_HELP = (
@@ -154,9 +229,9 @@ _TRAIN_HELP = (
     "the test metrics). Both may be any dataset layout galmerge reads (.h5, paper .npy pair, "
     "directory of cutouts). Hyper-parameters come from the paper's Table A2 row matching "
     "--method/--fisher/--entropy/--arch, or from --preset; options you give override them.\n\n"
-    "Writes OUT/best.pt, config.json, history.csv and metrics.json.\n\n"
+    "Writes OUTPUT/best.pt, config.json, history.csv and metrics.json.\n\n"
     "Example: galmerge train --source sim/source.h5 --target sim/target.h5 --method mmd "
-    "--out runs/mmd"
+    "--output runs/mmd"
 )
 
 
@@ -165,7 +240,9 @@ _TRAIN_HELP = (
 def train(
     source: Annotated[Path, typer.Option("--source", help="Labelled source dataset.")],
     target: Annotated[Path, typer.Option("--target", help="Target dataset (labels optional).")],
-    out: Annotated[Path, typer.Option("--out", help="Run directory for best.pt etc.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Run directory for best.pt etc.")] = None,
+    out: OldOutOpt = None,
     method: Annotated[str | None, typer.Option(
         "--method", help="Transfer loss: none, mmd or dann.")] = None,
     fisher: Annotated[bool | None, typer.Option(
@@ -238,23 +315,16 @@ def train(
         "--overwrite", help="Allow an OUT that already holds best.pt.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No per-epoch lines.")] = False,
 ) -> None:
+    given = dict(locals())  # the options, named as TrainConfig fields (build_config checks)
     from galmerge.training.presets import build_config
     from galmerge.training.trainer import train as run_training
 
-    overrides = dict(
-        source=source, target=target, out=str(out), method=method, fisher=fisher,
-        entropy=entropy, arch=arch, init_from=str(init_from) if init_from else None,
-        freeze=freeze, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        cycle_length=cycle_length, patience=patience, lambda_tl=lambda_tl, lambda_w=lambda_w,
-        lambda_b=lambda_b, lambda_em=lambda_em, fisher_kind=fisher_kind, mmd_kernels=mmd_kernels,
-        grl_schedule=grl_schedule, dc_lr_mult=dc_lr_mult, dropout=dropout, selection=selection,
-        augment=augment, swa_start=swa_start, source_merger_fraction=source_merger_fraction,
-        align_classes=align_classes,
-        source_labels=source_labels,
-        target_labels=target_labels,
-        source_crop=source_crop, target_crop=target_crop, seed=seed, device=device,
-        threads=threads,
-    )
+    notes: list[str] = []
+    run_dir = _spelled(given.pop("output"), given.pop("out"), "--output", "--out", notes)
+    for key in ("preset", "overwrite", "quiet"):
+        given.pop(key)
+    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}
+    overrides["out"] = str(run_dir)
     config = build_config(overrides, preset)
     show = sys.stderr.isatty() and not quiet
     result = run_training(config, log=None if quiet else (lambda m: typer.echo(m, err=True)),
@@ -269,13 +339,18 @@ def train(
                        f"F1 {t['f1']:.3f}  Brier {t['brier']:.3f}  (n={t['n']})")
         else:
             typer.echo(f"{role} test: no labels")
+    _say_deprecated(notes)
 
 
 @app.command()
 @user_errors
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="best.pt from `galmerge train`.")],
-    data: Annotated[Path, typer.Argument(help="A labelled dataset (.h5, .npy pair, directory).")],
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", help="best.pt from `galmerge train`.")] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="A labelled dataset (.h5, .npy pair, directory).")] = None,
+    old_checkpoint: Annotated[Path | None, typer.Argument(hidden=True)] = None,
+    old_data: Annotated[Path | None, typer.Argument(hidden=True)] = None,
     split: Annotated[str, typer.Option(
         "--split", help="train, val, test or all.")] = "test",
     domain: Annotated[str | None, typer.Option(
@@ -295,8 +370,13 @@ def evaluate(
     from galmerge.training.evaluate import evaluate_checkpoint
     from galmerge.training.metrics import format_metrics
 
+    notes: list[str] = []
+    checkpoint = _spelled(checkpoint, old_checkpoint, "--checkpoint", "a positional CHECKPOINT",
+                          notes)
+    data = _spelled(data, old_data, "--data", "a positional DATA", notes)
     res = evaluate_checkpoint(checkpoint, data, split=split, domain=domain, labels=labels,
                               batch_size=batch_size, device=device, bootstrap=bootstrap)
+    _say_deprecated(notes)
     if as_json:
         typer.echo(json.dumps(res, indent=2, sort_keys=True))
         return
@@ -362,9 +442,13 @@ def survey_check(
 @app.command()
 @user_errors
 def export(
-    ckpt: Annotated[Path, typer.Argument(help="Checkpoint (best.pt) written by `galmerge train`.")],
-    out: Annotated[Path, typer.Argument(help="ONNX file to write (a model card OUT.md is "
-                                              "written beside it).")],
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", help="Checkpoint (best.pt) written by `galmerge train`.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="ONNX file to write (a model card OUTPUT.md is written beside "
+        "it).")] = None,
+    old_checkpoint: Annotated[Path | None, typer.Argument(hidden=True)] = None,
+    old_output: Annotated[Path | None, typer.Argument(hidden=True)] = None,
     domain: Annotated[str, typer.Option(
         "--domain", help="Whose pixel convention and normalisation the model takes: 'target' "
         "(the survey images it will classify) or 'source'.")] = "target",
@@ -382,9 +466,13 @@ def export(
     from galmerge.export import PARITY_TOLERANCE, export_onnx  # torch: only here
     from galmerge.inference.calibration import ModelCalibration
 
+    notes: list[str] = []
+    ckpt = _spelled(checkpoint, old_checkpoint, "--checkpoint", "a positional CHECKPOINT", notes)
+    out = _spelled(output, old_output, "--output", "a positional OUTPUT", notes)
     cal = ModelCalibration.from_json_file(calibration) if calibration is not None else None
     res = export_onnx(ckpt, out, domain=domain, opset=opset, with_features=features,
                       model_name=name, calibration=cal)
+    _say_deprecated(notes)
     worst = res.parity.get("max", float("nan"))
     typer.echo(f"wrote {res.path} (sha256 {res.sha256[:16]}…) and {res.card}")
     typer.echo(f"ONNX Runtime vs PyTorch: max |Δp| = {worst:.1e} (limit {PARITY_TOLERANCE:g}) "
@@ -456,7 +544,8 @@ def classify(
         "--catalog", help="Catalogue: CSV, ECSV, FITS, VOTable, Parquet or HDF5 table.")],
     model: Annotated[str | None, typer.Option(
         "--model", help="ONNX model (path or name); default: the shipped deepmerge-sdss.onnx "
-        "(searched in $GALMERGE_MODELS, models/, <prefix>/share/galmerge/models).")] = None,
+        "(searched in $GALMERGE_MODELS, the package's galmerge/models, "
+        "<prefix>/share/galmerge/models).")] = None,
     cutouts: Annotated[Path | None, typer.Option(
         "--cutouts", help="Folder of cutout files named by id (any image extension), or an "
         "HDF5 cube from `galmerge simulate`. Without it, the file_loc column is used.")] = None,
@@ -578,7 +667,8 @@ def classify(
         from galmerge.inference.distributed import DaskRunner
 
         runner = DaskRunner.from_cli(dask, dask_workers, dask_resources)
-    with RunProgress(enabled=not quiet) as prog:
+    with RunProgress(enabled=not quiet) as prog, warnings.catch_warnings():
+        warnings.simplefilter("ignore", GalmergeWarning)  # print_summary shows them
         summary = classify_catalog(catalog, model=model, output=output, options=opts,
                                    resume=resume, command=["galmerge", *sys.argv[1:]],
                                    progress=prog, runner=runner)
@@ -591,9 +681,10 @@ def fetch(
     catalog: Annotated[Path, typer.Option(
         "--catalog", help="Catalogue: CSV, ECSV, FITS, VOTable, Parquet or HDF5 table, with "
         "RA/Dec.")],
-    out: Annotated[Path, typer.Option(
-        "--out", help="Cache directory to fill (created; reused by reruns, by "
-        "`classify --fetch ... --cache DIR` and by `classify --cutouts DIR`).")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Cache directory to fill (created; reused by reruns, by "
+        "`classify --fetch ... --cache DIR` and by `classify --cutouts DIR`).")] = None,
+    out: OldOutOpt = None,
     service: ServiceOpt = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="ONNX model whose metadata gives the cutout size and scale (default: "
@@ -632,6 +723,8 @@ def fetch(
     """Prefetch every row's cutout into a cache directory, without classifying."""
     from galmerge.inference.fetch import FetchConfig, fetch_catalog
 
+    notes: list[str] = []
+    out = _spelled(output, out, "--output", "--out", notes)
     opts = _fetch_options(
         service or "sdss", release=release, layer=layer, bands=bands,
         cutout_format=cutout_format, hips=hips, service_url=service_url, scale=scale,
@@ -641,6 +734,7 @@ def fetch(
                       format=fmt, id_col=id_col, ra_col=ra_col, dec_col=dec_col, limit=limit,
                       resume=resume, overwrite=overwrite)
     summary = fetch_catalog(cfg)
+    _say_deprecated(notes)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.by_status.items()))
     st = summary.stats
     typer.echo(f"{summary.rows} rows in {summary.seconds:.1f} s: {counts}")
@@ -653,11 +747,13 @@ def fetch(
 @app.command()
 @user_errors
 def report(
-    rundir: Annotated[Path, typer.Argument(help="A `galmerge train` output directory.")],
+    run: Annotated[Path | None, typer.Option(
+        "--run", help="A `galmerge train` output directory.")] = None,
+    old_run: Annotated[Path | None, typer.Argument(hidden=True)] = None,
     compare: Annotated[list[Path] | None, typer.Option(
         "--compare", help="Other run directories to draw beside it (repeat).")] = None,
     name: Annotated[list[str] | None, typer.Option(
-        "--name", help="Legend names: one for RUNDIR then one per --compare (repeat).")] = None,
+        "--name", help="Legend names: one for --run then one per --compare (repeat).")] = None,
     source_data: Annotated[Path | None, typer.Option(
         "--source-data", help="Score this source dataset instead of the run's own.")] = None,
     source_labels: Annotated[Path | None, typer.Option(
@@ -672,8 +768,9 @@ def report(
     target_split: Annotated[str | None, typer.Option(
         "--target-split", help="Split of the target data (default: test for the run's own "
         "target, all for --target-data).")] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Output folder (default RUNDIR/report).")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Output folder (default RUN/report).")] = None,
+    out: OldOutOpt = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     tsne_per_domain: Annotated[int, typer.Option(
         "--tsne-per-domain", min=10, help="Latent vectors per domain in the t-SNE.")] = 300,
@@ -684,15 +781,19 @@ def report(
     """Diagnostic plots (ROC, histograms, t-SNE, Grad-CAM, curves) and an HTML summary."""
     from galmerge.training.report import DataChoice, build_report
 
+    notes: list[str] = []
+    rundir = _spelled(run, old_run, "--run", "a positional RUNDIR", notes)
+    folder = _maybe_spelled(output, out, "--output", "--out", notes)
     src = (DataChoice(str(source_data), str(source_labels) if source_labels else None,
                       source_split) if source_data else None)
     tgt = (DataChoice(str(target_data), str(target_labels) if target_labels else None,
                       target_split or "all") if target_data else None)
     page = build_report(rundir, compare=list(compare or []), names=list(name or []) or None,
-                        source_data=src, target_data=tgt, out=out, device=device,
+                        source_data=src, target_data=tgt, out=folder, device=device,
                         tsne_per_domain=tsne_per_domain, bootstrap=bootstrap, seed=seed,
                         own_splits={"source": source_split, "target": target_split or "test"})
     typer.echo(f"wrote {page} (and the PNG figures beside it)")
+    _say_deprecated(notes)
 
 
 @app.command()

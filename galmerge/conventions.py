@@ -16,12 +16,28 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from galmerge.errors import GalmergeError
+from galmerge.serial import from_plain, to_plain
+
+__all__ = [
+    "DISPLAY_RGB8",
+    "FLUX_LINEAR",
+    "FLUX_NANOMAGGIES",
+    "KNOWN_CONVENTIONS",
+    "MAX_MODEL_SIZE",
+    "METADATA_PREFIX",
+    "SDSS_COLOUR_JPEG",
+    "SDSS_RGB_BANDS",
+    "ModelConvention",
+    "Normalisation",
+    "sdss_lupton_rgb",
+    "to_convention",
+]
 
 # --- convention names -------------------------------------------------------
 
@@ -68,12 +84,12 @@ class Normalisation:
 
     def to_dict(self) -> dict[str, list[float]]:
         """Plain-JSON form."""
-        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalisation:
         """Inverse of :meth:`to_dict`."""
-        return cls(tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
+        return from_plain(cls, data)
 
     @classmethod
     def identity(cls, channels: int = 3) -> Normalisation:
@@ -131,20 +147,12 @@ class ModelConvention:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (lists instead of tuples)."""
-        d = asdict(self)
-        d["bands"] = list(self.bands)
-        d["class_names"] = list(self.class_names)
-        return d
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConvention:
         """Inverse of :meth:`to_dict`; ignores unknown keys."""
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in data.items() if k in names}
-        kw["bands"] = tuple(kw.get("bands", ()))
-        if "class_names" in kw:
-            kw["class_names"] = tuple(kw["class_names"])
-        return cls(**kw)
+        return from_plain(cls, {"bands": (), **data})
 
     def to_metadata(self) -> dict[str, str]:
         """String key/values for ONNX ``metadata_props`` (prefixed ``galmerge.``)."""

@@ -7,6 +7,8 @@ with status 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+__all__ = ["EXIT_USAGE", "GalmergeError", "GalmergeWarning"]
+
 EXIT_USAGE = 2
 
 
@@ -24,3 +26,9 @@ class GalmergeError(Exception):
         """The message as a single line, for the CLI."""
         text = str(self)
         return " ".join(text.split())
+
+
+class GalmergeWarning(UserWarning):
+    """Something the user should know about a run that still succeeded (a placeholder
+    model, renamed input columns, ...): issued with :func:`warnings.warn` and kept in
+    the run summary."""

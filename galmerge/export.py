@@ -47,10 +47,26 @@ from galmerge.conventions import (
     Normalisation,
     to_convention,
 )
+from galmerge.data.images import prepare, read_image
 from galmerge.errors import GalmergeError
 from galmerge.inference.calibration import ModelCalibration
 from galmerge.inference.engine import import_onnxruntime
 from galmerge.training.checkpoint import Checkpoint, load_checkpoint
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "EXAMPLE_CUTOUTS",
+    "FEATURES_NAME",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "PARITY_BATCHES",
+    "PARITY_TOLERANCE",
+    "ExportResult",
+    "calibration_card",
+    "export_onnx",
+    "render_model_card",
+    "sdss_example_convention",
+]
 
 #: Maximum |p_onnx - p_torch| accepted at export (issue 4).
 PARITY_TOLERANCE = 1e-5
@@ -138,86 +154,127 @@ def export_onnx(
         GalmergeError: unknown domain, checker failure, or parity above
             :data:`PARITY_TOLERANCE` (nothing is written then).
     """
-    import onnx
-
     ck = ckpt if isinstance(ckpt, Checkpoint) else load_checkpoint(ckpt)
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise GalmergeError(f"{out}: the output must end in .onnx")
-    if domain not in ck.conventions or domain not in ck.normalisation:
-        have = sorted(set(ck.conventions) & set(ck.normalisation))
-        raise GalmergeError(
-            f"{ck.path}: checkpoint has no convention/normalisation for domain {domain!r}",
-            hint=f"use --domain {' or '.join(have) if have else 'source|target'}")
-    conv = ck.conventions[domain]
-    norm = ck.normalisation[domain]
-    channels = len(conv.bands)
-    if len(norm.mean) != channels:
-        raise GalmergeError(f"{ck.path}: normalisation of {domain!r} has {len(norm.mean)} channels "
-                            f"but the convention has {channels} bands")
-    if "merger" not in conv.class_names:
-        raise GalmergeError(f"{ck.path}: class names {conv.class_names} have no 'merger'")
-    merger_index = list(conv.class_names).index("merger")
-    if placeholder is None:
-        placeholder = bool(ck.config.get("placeholder", False))
-    name = model_name or out.stem
-
-    model = ck.build("cpu")
-    wrapper = _ExportWrapper(model, norm, merger_index, with_features).eval()
-    proto = _export_graph(wrapper, channels, conv.size, opset, with_features)
-
-    meta: dict[str, str] = {
-        METADATA_PREFIX + "version": __version__,
-        METADATA_PREFIX + "model_name": name,
-        METADATA_PREFIX + "architecture": ck.arch,
-        METADATA_PREFIX + "arch_kwargs": json.dumps(ck.arch_kwargs, sort_keys=True),
-        METADATA_PREFIX + "config_hash": ck.config_hash(),
-        METADATA_PREFIX + "domain": domain,
-        METADATA_PREFIX + "normalisation": json.dumps(norm.to_dict()),
-        METADATA_PREFIX + "normalisation_in_graph": "1",
-        METADATA_PREFIX + "created": created or _dt.datetime.now(_dt.UTC).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"),
-        METADATA_PREFIX + "placeholder": "1" if placeholder else "0",
-        METADATA_PREFIX + "epoch": str(ck.epoch),
-        METADATA_PREFIX + "outputs": OUTPUT_NAME + ("," + FEATURES_NAME if with_features else ""),
-        METADATA_PREFIX + "checkpoint_sha256": _sha256(Path(ck.path)) if Path(ck.path).is_file()
-        else "",
-        **conv.to_metadata(),
-        **(calibration.to_metadata() if calibration is not None else {}),
-    }
-
+    spec = _ExportSpec.of(ck, domain, name=model_name or out.stem, opset=opset,
+                          with_features=with_features, placeholder=placeholder)
+    wrapper, proto = _build(ck, spec)
+    meta = _metadata(ck, spec, created=created, calibration=calibration)
     # Parity before anything touches the disk.
-    blob_unsigned = proto.SerializeToString()
-    parity, notes = _check_parity(blob_unsigned, wrapper, conv, norm, seed=seed,
-                                  parity_images=parity_images)
+    parity, notes = _check_parity(proto.SerializeToString(), wrapper, spec.conv, spec.norm,
+                                  seed=seed, parity_images=parity_images)
     meta[METADATA_PREFIX + "parity_max_abs_diff"] = json.dumps(
         {k: v for k, v in parity.items() if isinstance(v, float)}, sort_keys=True)
-
-    onnx.helper.set_model_props(proto, meta)
-    proto.producer_name = "galmerge"
-    proto.producer_version = __version__
-    proto.doc_string = (f"galmerge {ck.arch} merger classifier ({name}); input {INPUT_NAME} "
-                        f"(N,{channels},{conv.size},{conv.size}) float32 in the "
-                        f"{conv.pixel_convention} convention, output {OUTPUT_NAME} (N,)"
-                        + (" [PLACEHOLDER, not a science model]" if placeholder else ""))
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except Exception as exc:  # onnx raises ValidationError / InferenceError
-        raise GalmergeError(f"{out}: exported graph fails onnx.checker ({exc})") from None
-    blob = proto.SerializeToString()
-
-    metrics = _read_metrics(Path(ck.path).parent / "metrics.json") or dict(ck.metrics)
-    card = render_model_card(ck, name=name, domain=domain, conv=conv, norm=norm, meta=meta,
-                             metrics=metrics, parity=parity, notes=notes,
-                             placeholder=bool(placeholder), opset=opset,
-                             with_features=with_features)
-    card += calibration_card(calibration)
+    blob = _finish_proto(proto, ck, spec, meta, out)
+    card = _card(ck, spec, meta, parity, notes, calibration)
     out.parent.mkdir(parents=True, exist_ok=True)
     card_path = out.with_suffix(".md")
     _atomic_write(out, blob)
     _atomic_write(card_path, card.encode())
     return ExportResult(path=out, card=card_path, sha256=hashlib.sha256(blob).hexdigest(),
                         metadata=meta, parity=parity, notes=notes)
+
+
+@dataclass(frozen=True)
+class _ExportSpec:
+    """What one export is: the domain's convention and normalisation, and the options."""
+
+    domain: str
+    conv: ModelConvention
+    norm: Normalisation
+    merger_index: int
+    name: str
+    opset: int
+    with_features: bool
+    placeholder: bool
+
+    @classmethod
+    def of(cls, ck: Checkpoint, domain: str, *, name: str, opset: int, with_features: bool,
+           placeholder: bool | None) -> _ExportSpec:
+        """Check that the checkpoint can be exported for ``domain``."""
+        if domain not in ck.conventions or domain not in ck.normalisation:
+            have = sorted(set(ck.conventions) & set(ck.normalisation))
+            raise GalmergeError(
+                f"{ck.path}: checkpoint has no convention/normalisation for domain {domain!r}",
+                hint=f"use --domain {' or '.join(have) if have else 'source|target'}")
+        conv, norm = ck.conventions[domain], ck.normalisation[domain]
+        if len(norm.mean) != len(conv.bands):
+            raise GalmergeError(f"{ck.path}: normalisation of {domain!r} has {len(norm.mean)} "
+                                f"channels but the convention has {len(conv.bands)} bands")
+        if "merger" not in conv.class_names:
+            raise GalmergeError(f"{ck.path}: class names {conv.class_names} have no 'merger'")
+        if placeholder is None:
+            placeholder = bool(ck.config.get("placeholder", False))
+        return cls(domain=domain, conv=conv, norm=norm,
+                   merger_index=list(conv.class_names).index("merger"), name=name, opset=opset,
+                   with_features=with_features, placeholder=bool(placeholder))
+
+
+def _build(ck: Checkpoint, spec: _ExportSpec) -> tuple[nn.Module, Any]:
+    """The network with its normalisation in front, and its ONNX graph."""
+    wrapper = _ExportWrapper(ck.build("cpu"), spec.norm, spec.merger_index,
+                             spec.with_features).eval()
+    proto = _export_graph(wrapper, len(spec.conv.bands), spec.conv.size, spec.opset,
+                          spec.with_features)
+    return wrapper, proto
+
+
+def _metadata(ck: Checkpoint, spec: _ExportSpec, *, created: str | None,
+              calibration: ModelCalibration | None) -> dict[str, str]:
+    """The ``galmerge.*`` metadata_props (all but the parity numbers)."""
+    outputs = OUTPUT_NAME + ("," + FEATURES_NAME if spec.with_features else "")
+    return {
+        METADATA_PREFIX + "version": __version__,
+        METADATA_PREFIX + "model_name": spec.name,
+        METADATA_PREFIX + "architecture": ck.arch,
+        METADATA_PREFIX + "arch_kwargs": json.dumps(ck.arch_kwargs, sort_keys=True),
+        METADATA_PREFIX + "config_hash": ck.config_hash(),
+        METADATA_PREFIX + "domain": spec.domain,
+        METADATA_PREFIX + "normalisation": json.dumps(spec.norm.to_dict()),
+        METADATA_PREFIX + "normalisation_in_graph": "1",
+        METADATA_PREFIX + "created": created or _dt.datetime.now(_dt.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"),
+        METADATA_PREFIX + "placeholder": "1" if spec.placeholder else "0",
+        METADATA_PREFIX + "epoch": str(ck.epoch),
+        METADATA_PREFIX + "outputs": outputs,
+        METADATA_PREFIX + "checkpoint_sha256": _sha256(Path(ck.path)) if Path(ck.path).is_file()
+        else "",
+        **spec.conv.to_metadata(),
+        **(calibration.to_metadata() if calibration is not None else {}),
+    }
+
+
+def _finish_proto(proto: Any, ck: Checkpoint, spec: _ExportSpec, meta: dict[str, str],
+                  out: Path) -> bytes:
+    """Metadata and producer into the graph, ``onnx.checker`` (full), the file's bytes."""
+    import onnx
+
+    conv = spec.conv
+    onnx.helper.set_model_props(proto, meta)
+    proto.producer_name = "galmerge"
+    proto.producer_version = __version__
+    proto.doc_string = (f"galmerge {ck.arch} merger classifier ({spec.name}); input "
+                        f"{INPUT_NAME} (N,{len(conv.bands)},{conv.size},{conv.size}) float32 in "
+                        f"the {conv.pixel_convention} convention, output {OUTPUT_NAME} (N,)"
+                        + (" [PLACEHOLDER, not a science model]" if spec.placeholder else ""))
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # onnx raises ValidationError / InferenceError
+        raise GalmergeError(f"{out}: exported graph fails onnx.checker ({exc})") from None
+    return proto.SerializeToString()
+
+
+def _card(ck: Checkpoint, spec: _ExportSpec, meta: dict[str, str], parity: dict[str, Any],
+          notes: list[str], calibration: ModelCalibration | None) -> str:
+    """The model card: metrics from ``metrics.json`` beside the checkpoint, or its own."""
+    metrics = _read_metrics(Path(ck.path).parent / "metrics.json") or dict(ck.metrics)
+    card = render_model_card(ck, name=spec.name, domain=spec.domain, conv=spec.conv,
+                             norm=spec.norm, meta=meta, metrics=metrics, parity=parity,
+                             notes=notes, placeholder=spec.placeholder, opset=spec.opset,
+                             with_features=spec.with_features)
+    return card + calibration_card(calibration)
 
 
 def _export_graph(wrapper: nn.Module, channels: int, size: int, opset: int,
@@ -284,8 +341,6 @@ def _random_inputs(n: int, conv: ModelConvention, norm: Normalisation,
 
 def _real_inputs(conv: ModelConvention, files: list[Path] | None) -> tuple[np.ndarray | None, str]:
     """Real cutouts converted to the model's convention, or None and why not."""
-    from galmerge.data.images import prepare, read_image
-
     if files is None:
         if not EXAMPLE_CUTOUTS.is_dir():
             return None, "real-image parity skipped: bundled example not found (installed wheel)"

@@ -36,6 +36,25 @@ from galmerge.conventions import FLUX_LINEAR, SDSS_COLOUR_JPEG, ModelConvention
 from galmerge.data.images import IMAGE_EXTENSIONS, image_suffix, prepare, read_image
 from galmerge.errors import GalmergeError
 
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ID_COLUMNS",
+    "LABEL_COLUMNS",
+    "SPLITS",
+    "Dataset",
+    "DatasetWriter",
+    "H5Dataset",
+    "ImageDirDataset",
+    "NpyPairDataset",
+    "find_label_partner",
+    "make_split",
+    "open_dataset",
+    "validate_pixels",
+    "write_dataset",
+]
+
 FORMAT_NAME = "galmerge-dataset"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")

@@ -42,6 +42,24 @@ from galmerge.data.limits import (
 )
 from galmerge.errors import GalmergeError
 
+__all__ = [
+    "FITS_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "JPEG_EXTENSIONS",
+    "NPY_EXTENSIONS",
+    "RawImage",
+    "blank_fraction",
+    "box_weights",
+    "center_crop",
+    "decode_fits_bytes",
+    "decode_rgb8_bytes",
+    "image_suffix",
+    "prepare",
+    "read_image",
+    "resize_area",
+    "stable_message",
+]
+
 JPEG_EXTENSIONS = (".jpg", ".jpeg", ".png")
 FITS_EXTENSIONS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
 NPY_EXTENSIONS = (".npy",)

@@ -30,6 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from galmerge.errors import GalmergeError
+from galmerge.inference.status import NO_COVERAGE, OK
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "CACHE_FILE",
+    "CACHE_FORMAT",
+    "CacheEntry",
+    "CacheKey",
+    "CutoutCache",
+    "is_cache_dir",
+]
 
 #: File name of the index+store inside a cache directory.
 CACHE_FILE = "cutouts.sqlite"
@@ -259,8 +270,6 @@ class CutoutCache:
     def put(self, key: CacheKey, *, status: str, body: bytes | None = None,
             content_type: str = "", detail: str = "", url: str = "") -> None:
         """Store (or replace) one entry in its own transaction."""
-        from galmerge.inference.cutouts import NO_COVERAGE, OK
-
         if status not in (OK, NO_COVERAGE):
             raise ValueError(f"only permanent outcomes are cached, not {status!r}")
         if status == OK and body is None:

@@ -55,6 +55,27 @@ from galmerge.inference.coordinates import (
 )
 from galmerge.inference.tablemeta import ColumnMeta, TableMeta, astropy_meta, safe_names
 
+__all__ = [
+    "COORD_COLUMNS",
+    "FILE_LOC_COLUMNS",
+    "FORMATS",
+    "ID_COLUMNS",
+    "SENTINELS",
+    "VOTABLE_MAX_BYTES",
+    "CatalogReader",
+    "Columns",
+    "arrow_to_frame",
+    "coordinate_pair",
+    "detect_format",
+    "find_columns",
+    "id_strings",
+    "open_catalog",
+    "parse_coordinates",
+    "read_catalog",
+    "table_to_frame",
+    "text_values",
+]
+
 FORMATS = ("csv", "tsv", "ecsv", "fits", "votable", "parquet", "hdf5",
            *tf.ASTROPY_TEXT_FORMATS)
 #: Extensions that name a format; any other (``.txt``, ``.dat``, ``.tbl``, none) is

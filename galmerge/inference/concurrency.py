@@ -23,6 +23,10 @@ from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+__all__ = [
+    "ordered_map",
+]
+
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -41,6 +41,17 @@ from galmerge.errors import GalmergeError
 from galmerge.inference.catalog import Columns
 from galmerge.inference.cutouts import CutoutSource
 
+__all__ = [
+    "ChunkTask",
+    "ClassifyContextPlugin",
+    "ContextSpec",
+    "DaskRunner",
+    "ProgressFn",
+    "classify_part",
+    "new_run_id",
+    "plugin_name",
+]
+
 try:  # the plugin must be a WorkerPlugin for Client.register_plugin; Dask is optional
     from distributed import WorkerPlugin
 except ImportError:  # pragma: no cover - without the dask extra, DaskRunner says so

@@ -37,6 +37,25 @@ from galmerge.errors import GalmergeError
 from galmerge.inference.engine import file_sha256
 from galmerge.inference.pipeline import MODELS_ENV
 
+__all__ = [
+    "DEVICES",
+    "ORT_DISTRIBUTIONS",
+    "PROBE_INPUT",
+    "PROBE_KERNEL",
+    "DoctorReport",
+    "ModelInfo",
+    "ProviderCheck",
+    "check_provider",
+    "default_models_location",
+    "find_models",
+    "format_report",
+    "inspect_model",
+    "probe_expected",
+    "probe_model_bytes",
+    "provider_failure_reason",
+    "run_doctor",
+]
+
 #: Distributions that each provide the ``onnxruntime`` Python package. More
 #: than one installed at once means one overwrote the other's files.
 ORT_DISTRIBUTIONS = (

@@ -24,6 +24,18 @@ from galmerge.conventions import METADATA_PREFIX, ModelConvention
 from galmerge.errors import GalmergeError
 from galmerge.inference.model_checks import check_batch_output, check_output_shape
 
+__all__ = [
+    "CPU",
+    "CUDA",
+    "DEFAULT_BATCH_SIZE",
+    "DEVICES",
+    "RUNTIME_EXTRAS",
+    "OnnxClassifier",
+    "available_cpus",
+    "file_sha256",
+    "import_onnxruntime",
+]
+
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_BATCH_SIZE = 256
 CUDA = "CUDAExecutionProvider"

@@ -62,6 +62,22 @@ from galmerge.inference.services import (
     open_cached_source,
 )
 
+__all__ = [
+    "CACHE_ENV",
+    "DONE_STATUSES",
+    "STATUS_COLUMNS",
+    "FetchConfig",
+    "FetchOptions",
+    "FetchSummary",
+    "Prefetcher",
+    "catalog_requests",
+    "chunk_requests",
+    "convention_from_onnx",
+    "default_cache_dir",
+    "fetch_catalog",
+    "row_scales",
+]
+
 STATUS_COLUMNS = ("row", "id", "ra", "dec", "status", "status_detail")
 #: Statuses a resumed fetch does not ask for again.
 DONE_STATUSES = (OK, NO_COVERAGE)

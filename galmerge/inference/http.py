@@ -40,6 +40,23 @@ from typing import Any
 from galmerge import __version__
 from galmerge.data.images import RawImage
 from galmerge.errors import GalmergeError
+from galmerge.inference.status import FETCH_FAILED
+
+__all__ = [
+    "RETRY_STATUSES",
+    "USER_AGENT",
+    "Attempt",
+    "ClientStats",
+    "HttpClient",
+    "HttpSettings",
+    "RateLimiter",
+    "Response",
+    "TransientError",
+    "error_message",
+    "generic_attempt",
+    "looks_like_html",
+    "parse_retry_after",
+]
 
 #: Sent with every request so that service operators can see who is calling.
 USER_AGENT = f"galmerge/{__version__} (+https://github.com/galmerge/galmerge)"
@@ -257,8 +274,6 @@ def looks_like_html(resp: Response) -> bool:
 
 def generic_attempt(resp: Response) -> Attempt | None:
     """The meaning of a non-200 answer that needs no service knowledge, or None."""
-    from galmerge.inference.cutouts import FETCH_FAILED
-
     if resp.status == 200:
         return None
     msg = error_message(resp)
@@ -381,8 +396,6 @@ class HttpClient:
         ``urls`` may list mirrors: attempt ``n`` goes to ``urls[n % len(urls)]``.
         Returns the final :class:`Attempt`; never raises for per-row problems.
         """
-        from galmerge.inference.cutouts import FETCH_FAILED
-
         st = self.settings
         mirrors = (urls,) if isinstance(urls, str) else tuple(urls)
         reason = ""

@@ -28,11 +28,13 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import importlib.resources
 import json
 import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from galmerge import __version__
-from galmerge.errors import GalmergeError
+from galmerge.errors import GalmergeError, GalmergeWarning
 from galmerge.inference.cache import is_cache_dir
 from galmerge.inference.calibration import DARG2010_MERGER_FRACTION
 from galmerge.inference.catalog import (
@@ -91,6 +93,36 @@ from galmerge.inference.writers import (
     part_rows,
     write_part,
 )
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MODEL",
+    "EXECUTION_FLAGS",
+    "EXECUTION_OPTIONS",
+    "FETCH_RESULT_KEYS",
+    "MANIFEST",
+    "MANIFEST_VERSION",
+    "MODELS_ENV",
+    "ChunkRunner",
+    "ClassifyContext",
+    "ClassifyOptions",
+    "ClassifyRun",
+    "ProgressFn",
+    "RunSummary",
+    "catalog_fingerprint",
+    "check_output",
+    "classify_catalog",
+    "classify_chunk",
+    "default_output",
+    "make_context",
+    "model_search_path",
+    "resolve_model",
+    "run_date",
+    "run_metadata",
+    "run_scoring",
+    "service_source",
+    "worker_spec",
+]
 
 #: File name of the shipped default model.
 DEFAULT_MODEL = "deepmerge-sdss.onnx"
@@ -498,14 +530,15 @@ def model_search_path() -> list[Path]:
     """Folders searched for a model given by name (and for the default model).
 
     1. ``$GALMERGE_MODELS`` (a folder, e.g. ``/opt/galmerge/models`` in Docker);
-    2. ``models/`` of a source checkout (beside the ``galmerge`` package);
-    3. ``<prefix>/share/galmerge/models`` (installed from a wheel).
+    2. the package's own ``galmerge/models/`` (package data, read with
+       :mod:`importlib.resources`: a checkout and an installed wheel alike);
+    3. ``<prefix>/share/galmerge/models`` (where earlier installs put them).
     """
     paths = []
     env = os.environ.get(MODELS_ENV)
     if env:
         paths.append(Path(env))
-    paths.append(Path(__file__).resolve().parents[2] / "models")
+    paths.append(Path(str(importlib.resources.files("galmerge") / "models")))
     paths.append(Path(sys.prefix) / "share" / "galmerge" / "models")
     return paths
 
@@ -996,11 +1029,13 @@ def classify_catalog(
         ctx.close()
         run.close()
     clf = run.classifier
-    warnings = sorted(ctx.warnings | set(run.reader.warnings))
+    notes = sorted(ctx.warnings | set(run.reader.warnings))
     if clf.placeholder:
-        warnings.insert(0, f"model {clf.name} is a PLACEHOLDER (untrained), not a science model: "
-                           "its probabilities carry no information")
-    return _summary(asm, clf, time.perf_counter() - t0, run.reused, warnings, run.metadata())
+        notes.insert(0, f"model {clf.name} is a PLACEHOLDER (untrained), not a science model: "
+                        "its probabilities carry no information")
+    for note in notes:  # Python warnings for library users; the summary keeps them too
+        warnings.warn(note, GalmergeWarning, stacklevel=2)
+    return _summary(asm, clf, time.perf_counter() - t0, run.reused, notes, run.metadata())
 
 
 def _part_reusable(path: Path, n_rows: int) -> bool:

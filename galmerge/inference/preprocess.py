@@ -33,6 +33,13 @@ from galmerge.inference.cutouts import (
     CutoutStack,
 )
 
+__all__ = [
+    "DEFAULT_BLANK_THRESHOLD",
+    "prepare_cutout",
+    "prepare_stack",
+    "remaining_crop",
+]
+
 #: A cutout is ``blank`` when more than this fraction of the model's view has no data.
 DEFAULT_BLANK_THRESHOLD = 0.25
 _COLOUR_KINDS = (SDSS_COLOUR_JPEG, DISPLAY_RGB8)

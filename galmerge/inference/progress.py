@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -24,21 +24,15 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from galmerge.inference.cutouts import OK
 from galmerge.inference.pipeline import RunSummary
+from galmerge.inference.status import OK, STATUS_MEANING
+from galmerge.progressbar import ProgressBar
 
-#: What each status means (the summary table and docs/statuses.md).
-STATUS_MEANING = {
-    "ok": "classified",
-    "missing_file": "no cutout file at the row's location",
-    "unreadable": "file could not be decoded, or wrong shape/bands",
-    "blank": "cutout holds (almost) no data where the model looks",
-    "bad_coordinates": "RA/Dec missing, unparseable, a sentinel, or out of range",
-    "no_coverage": "survey has no data at these coordinates",
-    "fetch_failed": "the cutout service failed after retries",
-    "unsupported_pixels": "pixels of a kind that cannot be converted to the model's convention",
-    "no_cutout_source": "no file_loc, no --cutouts, and nothing to fetch from",
-}
+__all__ = [
+    "RunProgress",
+    "calibration_lines",
+    "print_summary",
+]
 
 
 class _RateColumn(ProgressColumn):
@@ -48,43 +42,38 @@ class _RateColumn(ProgressColumn):
 
 
 class RunProgress:
-    """A rich progress bar fed by ``progress(kind, n)`` calls (on stderr)."""
+    """The classify progress bar fed by ``progress(kind, n)`` calls (on stderr)."""
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
         self.console = Console(stderr=True)
-        self._progress: Progress | None = None
-        self._rows: Any = None
-        self._write: Any = None
+        self._bar = ProgressBar(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            enabled=enabled, console=self.console, refresh_per_second=4)
+        self._rows: TaskID | None = None
+        self._write: TaskID | None = None
 
     def __enter__(self) -> RunProgress:
-        if self.enabled:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                console=self.console, transient=False, refresh_per_second=4)
-            self._progress.start()
-            self._rows = self._progress.add_task("classify", total=None)
+        self._bar.__enter__()
+        self._rows = self._bar.add("classify", total=None)
         return self
 
     def __call__(self, kind: str, n: int) -> None:
-        prog = self._progress
-        if prog is None:
-            return
+        bar = self._bar
         if kind == "total":
-            prog.update(self._rows, total=n)
+            bar.set_total(self._rows, n)
         elif kind == "rows":
-            prog.advance(self._rows, n)
-        elif kind == "assemble":
+            bar.advance(self._rows, n)
+        elif kind == "assemble" and bar.enabled:
             if self._write is None:
-                task = prog.tasks[self._rows]
-                prog.update(self._rows, total=task.completed)
-                self._write = prog.add_task("write", total=task.completed)
-            prog.advance(self._write, n)
+                done = bar.completed(self._rows)
+                bar.set_total(self._rows, done)
+                self._write = bar.add("write", total=done)
+            bar.advance(self._write, n)
 
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        self._bar.__exit__(*exc)
 
 
 def print_summary(summary: RunSummary, console: Console | None = None) -> None:

@@ -59,7 +59,31 @@ from galmerge.inference.cutouts import (
     CutoutSource,
     failure_status,
 )
-from galmerge.inference.http import Attempt, HttpClient, HttpSettings, Response, looks_like_html
+from galmerge.inference.http import (
+    Attempt,
+    HttpClient,
+    HttpSettings,
+    Response,
+    error_message,
+    generic_attempt,
+    looks_like_html,
+)
+
+__all__ = [
+    "COVERAGE_THRESHOLD",
+    "FAILURE_MEMORY_S",
+    "SERVICES",
+    "URL_ENV",
+    "Geometry",
+    "HipsCutoutSource",
+    "LegacyCutoutSource",
+    "SdssCutoutSource",
+    "ServiceCutoutSource",
+    "fetch_geometry",
+    "make_source",
+    "open_cached_source",
+    "source_from_spec",
+]
 
 #: A fetched tile with more than this fraction of no-data pixels (exactly zero
 #: or non-finite in every band) is out of the footprint: real SDSS fields have
@@ -411,8 +435,6 @@ class ServiceCutoutSource(CutoutSource):
         return Cutout(OK, raw)
 
     def _interpret(self, resp: Response, where: str) -> Attempt:
-        from galmerge.inference.http import generic_attempt
-
         if resp.status == 404:
             special = self._on_404(resp)
             if special is not None:
@@ -442,8 +464,6 @@ class ServiceCutoutSource(CutoutSource):
         """Why a 200 body is not this source's image ('' when it looks right)."""
         ctype = resp.content_type
         if looks_like_html(resp):
-            from galmerge.inference.http import error_message
-
             msg = error_message(resp, 120)
             return "HTML page served with HTTP 200" + (f" ({msg})" if msg else "")
         if not resp.body:

@@ -63,6 +63,23 @@ from galmerge.inference.tablemeta import (
     xml_safe,
 )
 
+__all__ = [
+    "FITS_MAX_COLUMNS",
+    "INT_NULL",
+    "OUTPUT_FORMATS",
+    "PART_GLOB",
+    "AssemblyResult",
+    "ScanResult",
+    "TextState",
+    "assemble",
+    "check_output_columns",
+    "output_format",
+    "part_path",
+    "part_rows",
+    "scan_parts",
+    "write_part",
+]
+
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits",
                   ".fit": "fits", ".ecsv": "ecsv", ".vot": "votable", ".votable": "votable",
                   ".xml": "votable", ".h5": "hdf5", ".hdf5": "hdf5"}

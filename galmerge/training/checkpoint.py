@@ -32,6 +32,13 @@ from galmerge.conventions import ModelConvention, Normalisation
 from galmerge.errors import GalmergeError
 from galmerge.training.models import build_model
 
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
 FORMAT = "galmerge-checkpoint/1"
 
 

@@ -9,11 +9,26 @@ subset of fields by name; explicit CLI options override presets.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from galmerge.errors import GalmergeError
+from galmerge.serial import from_plain, to_plain
+
+__all__ = [
+    "ALIGN_CLASSES",
+    "ARCHS",
+    "DEVICES",
+    "FISHER_KINDS",
+    "FREEZE",
+    "GRL_SCHEDULES",
+    "METHODS",
+    "MMD_KERNELS",
+    "SELECTION",
+    "DataConfig",
+    "TrainConfig",
+]
 
 METHODS = ("none", "mmd", "dann")
 ARCHS = ("deepmerge", "resnet18")
@@ -169,24 +184,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        d["mmd_multipliers"] = list(self.mmd_multipliers)
-        return d
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict` (unknown keys are ignored)."""
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in data.items() if k in names}
-        for dom in ("source", "target"):
-            if isinstance(kw.get(dom), dict):
-                kw[dom] = DataConfig(**kw[dom])
-        if "betas" in kw:
-            kw["betas"] = tuple(kw["betas"])
-        if "mmd_multipliers" in kw:
-            kw["mmd_multipliers"] = tuple(kw["mmd_multipliers"])
-        return cls(**kw)
+        return from_plain(cls, data)
 
     def save(self, path: str | Path) -> Path:
         """Write ``config.json``."""

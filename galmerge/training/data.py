@@ -13,6 +13,14 @@ from galmerge.conventions import Normalisation
 from galmerge.data.dataset import Dataset
 from galmerge.errors import GalmergeError
 
+__all__ = [
+    "ClassFractionSampler",
+    "DomainSplit",
+    "InfiniteSampler",
+    "augment_batch",
+    "compute_normalisation",
+]
+
 _STATS_CHUNK = 256
 
 

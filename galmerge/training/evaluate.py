@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from galmerge.data.dataset import Dataset, open_dataset
 from galmerge.errors import GalmergeError
@@ -14,6 +15,12 @@ from galmerge.training.data import DomainSplit
 from galmerge.training.metrics import binary_metrics, bootstrap_ci
 from galmerge.training.models import FeatureClassifier
 from galmerge.training.trainer import conventions_match, predict, resolve_device
+
+__all__ = [
+    "DOMAINS",
+    "choose_domain",
+    "evaluate_checkpoint",
+]
 
 DOMAINS = ("source", "target")
 
@@ -70,61 +77,22 @@ def evaluate_checkpoint(
     Raises:
         GalmergeError: unreadable checkpoint/data, no labels, shape or convention mismatch.
     """
-    import torch
-
     if domain is not None and domain not in DOMAINS:
         raise GalmergeError(f"--domain {domain!r} is not one of source, target")
     ck = load_checkpoint(checkpoint)
     dev = resolve_device(device)
-    pre_dom = domain or "target"
-    conv = ck.conventions.get(pre_dom)
-    size = conv.size if conv else 75
-    crop = conv.crop_fraction if conv else 1.0
-    ds = open_dataset(data, labels=labels, size=size, crop_fraction=crop)
+    ds, domain, reason = _open_for_domain(ck, data, labels, domain)
     try:
-        if domain is None:
-            domain, reason = choose_domain(ck, data, ds)
-            conv = ck.conventions.get(domain)
-            if Path(data).is_dir() and conv is not None and (conv.size, conv.crop_fraction) != (
-                    size, crop):
-                ds.close()
-                ds = open_dataset(data, labels=labels, size=conv.size,
-                                  crop_fraction=conv.crop_fraction)
-        else:
-            reason = "chosen with --domain"
-        if domain not in ck.normalisation:
-            raise GalmergeError(f"{checkpoint}: has no normalisation for the {domain} domain")
-        conv = ck.conventions[domain]
-        if len(ds.convention.bands) != len(conv.bands) or ds.convention.size != conv.size:
-            raise GalmergeError(
-                f"{data}: images are {len(ds.convention.bands)}x{ds.convention.size}px but the "
-                f"model's {domain} domain had {len(conv.bands)}x{conv.size}px")
-        if ds.convention.pixel_convention != conv.pixel_convention:
-            raise GalmergeError(
-                f"{data}: pixels are {ds.convention.pixel_convention!r} but the model's {domain} "
-                f"domain was trained on {conv.pixel_convention!r}",
-                hint="evaluate on data in the model's pixel convention")
-        idx = ds.indices(split)
-        n_split = len(idx)
-        idx = idx[ds.labels[idx] >= 0]
-        if len(idx) == 0:
-            raise GalmergeError(
-                f"{data}: no labelled images in split {split!r} ({n_split} images, none labelled)",
-                hint="evaluate needs labels (1 merger, 0 non-merger); pass --labels if they "
-                     "live in a separate file")
+        _check_fits(ck, checkpoint, data, ds, domain)
+        idx, n_split = _labelled(ds, data, split)
         part = DomainSplit(ds, idx, ck.normalisation[domain], max_in_memory_mb=0)
-        model = ck.build(dev)
-        if not isinstance(model, FeatureClassifier):
-            raise GalmergeError(f"{checkpoint}: architecture {ck.arch!r} cannot be evaluated")
-        with torch.no_grad():
-            _, prob, _ = predict(model, part, dev, batch_size)
+        prob = _score(ck, checkpoint, part, dev, batch_size)
         res: dict[str, Any] = binary_metrics(part.labels, prob, threshold)
         if bootstrap:
             ci = bootstrap_ci(part.labels, prob, n_boot=bootstrap, seed=seed, threshold=threshold)
             res["ci95"] = {k: [v.low, v.high] for k, v in ci.items()}
-        for k in ("auc",):
-            if not np.isfinite(res[k]):
-                res[k] = None
+        if not np.isfinite(res["auc"]):
+            res["auc"] = None
         if scores:
             res.update(ids=[str(i) for i in ds.ids[idx]], labels=part.labels.tolist(),
                        p_merger=prob.astype(float).tolist())
@@ -134,3 +102,67 @@ def evaluate_checkpoint(
         return res
     finally:
         ds.close()
+
+
+def _open_for_domain(ck: Checkpoint, data: str | Path, labels: str | Path | None,
+                     domain: str | None) -> tuple[Dataset, str, str]:
+    """Open ``data`` at the geometry of the chosen (or given) domain: the dataset, the
+    domain and why it was chosen."""
+    conv = ck.conventions.get(domain or "target")
+    size = conv.size if conv else 75
+    crop = conv.crop_fraction if conv else 1.0
+    ds = open_dataset(data, labels=labels, size=size, crop_fraction=crop)
+    if domain is not None:
+        return ds, domain, "chosen with --domain"
+    try:
+        domain, reason = choose_domain(ck, data, ds)
+    except BaseException:
+        ds.close()
+        raise
+    conv = ck.conventions.get(domain)
+    if Path(data).is_dir() and conv is not None and (conv.size, conv.crop_fraction) != (
+            size, crop):
+        ds.close()
+        ds = open_dataset(data, labels=labels, size=conv.size, crop_fraction=conv.crop_fraction)
+    return ds, domain, reason
+
+
+def _check_fits(ck: Checkpoint, checkpoint: str | Path, data: str | Path, ds: Dataset,
+                domain: str) -> None:
+    """The data must have the shape and pixel convention of the model's ``domain``."""
+    if domain not in ck.normalisation:
+        raise GalmergeError(f"{checkpoint}: has no normalisation for the {domain} domain")
+    conv = ck.conventions[domain]
+    if len(ds.convention.bands) != len(conv.bands) or ds.convention.size != conv.size:
+        raise GalmergeError(
+            f"{data}: images are {len(ds.convention.bands)}x{ds.convention.size}px but the "
+            f"model's {domain} domain had {len(conv.bands)}x{conv.size}px")
+    if ds.convention.pixel_convention != conv.pixel_convention:
+        raise GalmergeError(
+            f"{data}: pixels are {ds.convention.pixel_convention!r} but the model's {domain} "
+            f"domain was trained on {conv.pixel_convention!r}",
+            hint="evaluate on data in the model's pixel convention")
+
+
+def _labelled(ds: Dataset, data: str | Path, split: str) -> tuple[np.ndarray, int]:
+    """The labelled rows of ``split`` and the split's size."""
+    idx = ds.indices(split)
+    n_split = len(idx)
+    idx = idx[ds.labels[idx] >= 0]
+    if len(idx) == 0:
+        raise GalmergeError(
+            f"{data}: no labelled images in split {split!r} ({n_split} images, none labelled)",
+            hint="evaluate needs labels (1 merger, 0 non-merger); pass --labels if they "
+                 "live in a separate file")
+    return idx, n_split
+
+
+def _score(ck: Checkpoint, checkpoint: str | Path, part: DomainSplit, dev: torch.device,
+           batch_size: int) -> np.ndarray:
+    """Merger probabilities of the checkpoint's model on ``part``."""
+    model = ck.build(dev)
+    if not isinstance(model, FeatureClassifier):
+        raise GalmergeError(f"{checkpoint}: architecture {ck.arch!r} cannot be evaluated")
+    with torch.no_grad():
+        _, prob, _ = predict(model, part, dev, batch_size)
+    return prob

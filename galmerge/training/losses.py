@@ -20,6 +20,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = [
+    "DEFAULT_MMD_MULTIPLIERS",
+    "PAPER_MMD_SIGMA2",
+    "DomainAdversarialLoss",
+    "DomainClassifier",
+    "EntropyLoss",
+    "FisherLoss",
+    "GradientReversal",
+    "MMDLoss",
+    "entropy_from_logits",
+    "ganin_lambda",
+    "grad_reverse",
+    "pairwise_sq_dists",
+    "total_loss",
+]
+
 #: The paper code's fixed kernel widths (``loss.py: mmd_distance``); they enter as sigma^2.
 PAPER_MMD_SIGMA2: tuple[float, ...] = (
     1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0,

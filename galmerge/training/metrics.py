@@ -1,7 +1,10 @@
 """Classification metrics of the paper (§6), with bootstrap confidence intervals.
 
 Mergers are the positive class (label 1), non-mergers the negative class (§6).
-Pure numpy (no torch, no sklearn), so evaluation code can run anywhere.
+Pure numpy (no torch, no sklearn), so evaluation code can run anywhere; the one home
+of the ROC (the AUC here, the curve's points for the report's figure), tested against
+scikit-learn's. scikit-learn's ``roc_auc_score`` gives the same numbers but costs about
+3 ms a call against 0.03 ms here, and the bootstraps call it thousands of times.
 
 * AUC: area under the ROC curve (Mann-Whitney U with average ranks for ties);
 * accuracy, precision TP/(TP+FP), recall TP/(TP+FN), F1 (§6);
@@ -20,6 +23,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+__all__ = [
+    "CLASS_NAMES",
+    "METRIC_NAMES",
+    "Interval",
+    "PairedDifference",
+    "binary_metrics",
+    "bootstrap_ci",
+    "confusion_counts",
+    "format_metrics",
+    "paired_bootstrap",
+    "roc_auc",
+    "roc_points",
+]
 
 METRIC_NAMES = ("auc", "accuracy", "precision", "recall", "f1", "brier")
 CLASS_NAMES = ("non-merger", "merger")
@@ -51,6 +68,20 @@ def roc_auc(y_true: np.ndarray, p_merger: np.ndarray) -> float:
     ranks[order] = np.repeat(avg, counts)
     u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
+
+
+def roc_points(y_true: np.ndarray, p_merger: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1)
+    (the points of scikit-learn's ``roc_curve(..., drop_intermediate=False)``)."""
+    y, p = _check(y_true, p_merger)
+    order = np.argsort(-p, kind="stable")
+    y, p = y[order], p[order]
+    distinct = np.r_[np.flatnonzero(np.diff(p)), len(p) - 1]
+    tps = np.cumsum(y)[distinct]
+    fps = (distinct + 1) - tps
+    tpr = np.r_[0, tps / max(y.sum(), 1)]
+    fpr = np.r_[0, fps / max((1 - y).sum(), 1)]
+    return fpr, tpr
 
 
 def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:

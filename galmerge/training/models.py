@@ -15,6 +15,17 @@ from torch import nn
 
 from galmerge.errors import GalmergeError
 
+__all__ = [
+    "ARCHITECTURES",
+    "DeepMerge",
+    "FeatureClassifier",
+    "ResNet18",
+    "build_feature_model",
+    "build_model",
+    "count_trainable_parameters",
+    "register_architecture",
+]
+
 
 class FeatureClassifier(nn.Module):
     """Interface of every architecture: ``forward(x) == classify(features(x))``."""

@@ -19,6 +19,15 @@ from typing import Any
 from galmerge.errors import GalmergeError
 from galmerge.training.config import DataConfig, TrainConfig
 
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "build_config",
+    "get_preset",
+    "preset_for",
+    "preset_table",
+]
+
 
 @dataclass(frozen=True)
 class Preset:

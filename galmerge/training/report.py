@@ -34,8 +34,21 @@ from galmerge.data.dataset import Dataset, open_dataset
 from galmerge.errors import GalmergeError
 from galmerge.training.checkpoint import Checkpoint, load_checkpoint
 from galmerge.training.data import DomainSplit
-from galmerge.training.metrics import binary_metrics, bootstrap_ci
+from galmerge.training.metrics import binary_metrics, bootstrap_ci, roc_points
 from galmerge.training.trainer import predict, resolve_device
+
+__all__ = [
+    "DOMAIN_COLOURS",
+    "METRIC_NAMES",
+    "RUN_COLOURS",
+    "DataChoice",
+    "DomainScores",
+    "RunScores",
+    "build_report",
+    "display_rgb",
+    "grad_cam",
+    "score_domain",
+]
 
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "brier", "auc")
 DOMAIN_COLOURS = {"source": "#e69f00", "target": "#0072b2"}
@@ -290,7 +303,8 @@ def _plot_roc(runs: list[RunScores], path: Path) -> str:
             sc = run.domains[dom]
             if sc.metrics is None:
                 continue
-            fpr, tpr = _roc_points(sc.labels, sc.probs)
+            known = sc.labels >= 0
+            fpr, tpr = roc_points(sc.labels[known], sc.probs[known])
             ax.plot(fpr, tpr, style, color=colour,
                     label=f"{run.name} {dom} (AUC {sc.metrics['auc']:.2f})")
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
@@ -299,19 +313,6 @@ def _plot_roc(runs: list[RunScores], path: Path) -> str:
     ax.set_title("ROC: source dashed, target solid")
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
-
-
-def _roc_points(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    known = labels >= 0
-    y, p = labels[known], probs[known]
-    order = np.argsort(-p, kind="stable")
-    y, p = y[order], p[order]
-    distinct = np.r_[np.flatnonzero(np.diff(p)), len(p) - 1]
-    tps = np.cumsum(y)[distinct]
-    fps = (distinct + 1) - tps
-    tpr = np.r_[0, tps / max(y.sum(), 1)]
-    fpr = np.r_[0, fps / max((1 - y).sum(), 1)]
-    return fpr, tpr
 
 
 def _plot_metric_bars(runs: list[RunScores], path: Path) -> str:

@@ -61,11 +61,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from galmerge.conventions import ModelConvention, Normalisation
 from galmerge.data.dataset import Dataset, open_dataset
 from galmerge.errors import GalmergeError
+from galmerge.progressbar import ProgressBar
+from galmerge.training.averaging import WeightAverage, mixed_batches, recompute_batchnorm
 from galmerge.training.checkpoint import load_checkpoint, save_checkpoint
 from galmerge.training.config import DataConfig, TrainConfig
 from galmerge.training.data import (
@@ -91,6 +94,21 @@ from galmerge.training.models import (
     build_feature_model,
     count_trainable_parameters,
 )
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "VAL_KEYS",
+    "Log",
+    "TrainResult",
+    "conventions_match",
+    "deterministic",
+    "load_history",
+    "one_cycle_lr",
+    "open_domain",
+    "predict",
+    "resolve_device",
+    "train",
+]
 
 Log = Callable[[str], None]
 
@@ -241,43 +259,11 @@ def _nan_to_none(d: dict[str, Any]) -> dict[str, Any]:
 
 # --- the run ------------------------------------------------------------------------
 
-class _Progress:
-    """Per-epoch rich progress bar with the running losses (or nothing)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._p: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                               MofNCompleteColumn(), TimeElapsedColumn(),
-                               TextColumn("{task.fields[losses]}"), transient=True)
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def start(self, description: str, total: int) -> Any:
-        return self._p.add_task(description, total=total, losses="") if self._p else None
-
-    def update(self, task: Any, losses: str) -> None:
-        if self._p is not None:
-            self._p.update(task, advance=1, losses=losses)
-
-    def finish(self, task: Any) -> None:
-        if self._p is not None:
-            self._p.remove_task(task)
+def _epoch_bar(enabled: bool) -> ProgressBar:
+    """Per-epoch progress bar with the running losses."""
+    return ProgressBar(TextColumn("[bold]{task.description}"), BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("{task.fields[losses]}"), enabled=enabled, transient=True)
 
 
 def train(config: TrainConfig, *, log: Log | None = None, progress: bool = False,
@@ -317,6 +303,113 @@ def train(config: TrainConfig, *, log: Log | None = None, progress: bool = False
         tgt.close()
 
 
+VAL_KEYS = ("val_source_loss", "val_source_acc", "val_source_auc", "val_domain_mmd")
+
+
+@dataclass
+class _Splits:
+    """A run's four normalised splits, and what its checkpoints record about the domains."""
+
+    s_train: DomainSplit
+    t_train: DomainSplit
+    s_val: DomainSplit
+    t_val: DomainSplit
+    norms: dict[str, Normalisation]
+    conventions: dict[str, ModelConvention]
+
+    @property
+    def target_labelled(self) -> bool:
+        """Whether target-validation metrics can be logged (for inspection only)."""
+        return bool(len(self.t_val) and (self.t_val.labels >= 0).all())
+
+
+@dataclass
+class _Networks:
+    """The model and the domain-adaptation modules of a run."""
+
+    model: FeatureClassifier
+    arch_kwargs: dict[str, Any]
+    grl: GradientReversal
+    dann: DomainAdversarialLoss | None
+    mmd: MMDLoss
+    gap: MMDLoss  # the selection criterion's domain gap
+    fisher: FisherLoss | None
+    entropy: EntropyLoss | None
+    frozen: list[nn.Module]
+
+    def train_mode(self) -> None:
+        """Training mode, except frozen layers: frozen BN keeps its statistics (§6.2.1)."""
+        self.model.train()
+        if self.dann is not None:
+            self.dann.train()
+        for mod in self.frozen:
+            mod.eval()
+
+    def extra_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Domain classifier and Fisher centres, for ``--init-from`` of a later run."""
+        return _extra_state(self.dann, self.fisher)
+
+
+@dataclass
+class _Feed:
+    """Where training batches come from, and the step schedule."""
+
+    s_sampler: InfiniteSampler | ClassFractionSampler
+    t_sampler: InfiniteSampler
+    aug_rng: np.random.Generator
+    steps_per_epoch: int
+    steps_per_cycle: int
+    warmup_steps: int
+
+
+@dataclass
+class _Best:
+    """The criterion-best epoch so far (early stopping)."""
+
+    criterion: float = math.inf
+    epoch: int = 0
+    since: int = 0
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds while its epochs run."""
+
+    config: TrainConfig
+    device: torch.device
+    out: Path
+    say: Log
+    splits: _Splits
+    nets: _Networks
+    opt: torch.optim.Optimizer
+    feed: _Feed
+    selection: str
+    swa: WeightAverage | None
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: _Best = field(default_factory=_Best)
+
+    @property
+    def ckpt_path(self) -> Path:
+        """Where the criterion-best epoch goes: ``best.pt``, or beside the average."""
+        return self.out / ("best-epoch.pt" if self.swa is not None else "best.pt")
+
+    def save(self, path: Path, epoch: int, metrics: dict[str, Any],
+             extra_state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Write a checkpoint of the model as it is now."""
+        c = self.config
+        save_checkpoint(path, self.nets.model, arch=c.arch, arch_kwargs=self.nets.arch_kwargs,
+                        config=c.to_dict(), normalisation=self.splits.norms,
+                        conventions=self.splits.conventions, epoch=epoch, metrics=metrics,
+                        extra_state=extra_state)
+
+    def validate(self) -> dict[str, Any]:
+        """Validation metrics and the selection criterion of the current weights."""
+        s = self.splits
+        return _validate(self.nets.model, s.s_val, s.t_val, self.nets.gap, self.device,
+                         self.config, self.selection, s.target_labelled)
+
+
 def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, out: Path,
          say: Log, progress: bool) -> TrainResult:
     _check_domains(src, tgt, config)
@@ -328,20 +421,56 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
         f"{config.epochs} epochs max, batch {config.batch_size} per domain, seed {config.seed}")
     say(f"source: {src.describe()}")
     say(f"target: {tgt.describe()}")
+    run = _setup(config, src, tgt, device, out, say)
+    t_start = time.perf_counter()
+    with _epoch_bar(progress) as bar:
+        for epoch in range(1, config.epochs + 1):
+            if _epoch(run, epoch, bar):
+                break
+    train_seconds = time.perf_counter() - t_start
+    if run.best.epoch == 0:
+        raise GalmergeError("no epoch produced a finite validation criterion; nothing saved",
+                            hint="check the data for constant or extreme images")
+    return _deliver(run, src, tgt, train_seconds)
 
-    # 1. normalisation on the training splits only; splits (RAM or streamed)
+
+# --- setup ---------------------------------------------------------------------------
+
+def _setup(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, out: Path,
+           say: Log) -> _Run:
+    """Splits, networks, optimiser and batch feed, in the order that fixes the RNG streams."""
+    splits = _open_splits(config, src, tgt, say)
+    nets = _build_networks(config, len(src.convention.bands), device, say)
+    feed = _make_feed(config, splits)
+    selection = config.selection
+    if selection == "auto":
+        selection = "source-loss" if config.method == "none" else "source-loss+mmd"
+    say(f"{count_trainable_parameters(nets.model):,} trainable parameters ({config.arch}), "
+        f"device {device}, {feed.steps_per_epoch} steps/epoch, selection: {selection}")
+    return _Run(config=config, device=device, out=out, say=say, splits=splits, nets=nets,
+                opt=_optimiser(config, nets), feed=feed, selection=selection,
+                swa=WeightAverage(nets.model) if config.swa_start else None)
+
+
+def _open_splits(config: TrainConfig, src: Dataset, tgt: Dataset, say: Log) -> _Splits:
+    """Normalisation on the training splits only; splits in RAM or streamed."""
     norms = {"source": compute_normalisation(src, src.indices("train")),
              "target": compute_normalisation(tgt, tgt.indices("train"))}
-    conventions = {"source": src.convention, "target": tgt.convention}
     mem = config.max_in_memory_mb
-    s_train = DomainSplit(src, src.indices("train"), norms["source"], max_in_memory_mb=mem)
-    t_train = DomainSplit(tgt, tgt.indices("train"), norms["target"], max_in_memory_mb=mem)
-    s_val = DomainSplit(src, src.indices("val"), norms["source"], max_in_memory_mb=mem)
-    t_val = DomainSplit(tgt, tgt.indices("val"), norms["target"], max_in_memory_mb=mem)
-    say(f"train split in memory: source {s_train.in_memory}, target {t_train.in_memory}")
+    splits = _Splits(
+        s_train=DomainSplit(src, src.indices("train"), norms["source"], max_in_memory_mb=mem),
+        t_train=DomainSplit(tgt, tgt.indices("train"), norms["target"], max_in_memory_mb=mem),
+        s_val=DomainSplit(src, src.indices("val"), norms["source"], max_in_memory_mb=mem),
+        t_val=DomainSplit(tgt, tgt.indices("val"), norms["target"], max_in_memory_mb=mem),
+        norms=norms, conventions={"source": src.convention, "target": tgt.convention})
+    say(f"train split in memory: source {splits.s_train.in_memory}, "
+        f"target {splits.t_train.in_memory}")
+    return splits
 
-    # 2. model and DA modules (torch RNG seeded by `deterministic`)
-    in_ch = len(src.convention.bands)
+
+def _build_networks(config: TrainConfig, in_ch: int, device: torch.device,
+                    say: Log) -> _Networks:
+    """Model and DA modules (torch RNG seeded by :func:`deterministic`), ``--init-from``."""
     arch_kwargs = config.arch_kwargs(in_ch)
     model = build_feature_model(config.arch, **arch_kwargs).to(device)
     feature_dim = model.feature_dim
@@ -351,7 +480,7 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
     mmd = MMDLoss(multipliers=config.mmd_multipliers,
                   sigma2=PAPER_MMD_SIGMA2 if config.mmd_kernels == "paper" else None,
                   unbiased=config.mmd_unbiased)
-    gap = MMDLoss(multipliers=config.mmd_multipliers, unbiased=True)  # selection criterion
+    gap = MMDLoss(multipliers=config.mmd_multipliers, unbiased=True)
     fisher = (FisherLoss(feature_dim, kind=config.fisher_kind, lambda_w=config.lambda_w,
                          lambda_b=config.lambda_b).to(device) if config.fisher else None)
     entropy = EntropyLoss() if config.entropy else None
@@ -363,256 +492,212 @@ def _run(config: TrainConfig, src: Dataset, tgt: Dataset, device: torch.device, 
             for mod in frozen:
                 for prm in mod.parameters():
                     prm.requires_grad_(False)
+    return _Networks(model=model, arch_kwargs=arch_kwargs, grl=grl, dann=dann, mmd=mmd,
+                     gap=gap, fisher=fisher, entropy=entropy, frozen=frozen)
 
-    # 3. optimiser: every trainable module, with its LR multiplier
+
+def _optimiser(config: TrainConfig, nets: _Networks) -> torch.optim.Adam:
+    """Adam over every trainable module, each with its learning-rate multiplier."""
     groups: list[dict[str, Any]] = [
-        {"params": [p for p in model.parameters() if p.requires_grad], "lr_mult": 1.0}]
-    if dann is not None:
-        groups.append({"params": list(dann.discriminator.parameters()),
+        {"params": [p for p in nets.model.parameters() if p.requires_grad], "lr_mult": 1.0}]
+    if nets.dann is not None:
+        groups.append({"params": list(nets.dann.discriminator.parameters()),
                        "lr_mult": config.dc_lr_mult})  # Table A2 "Domain class. LR mult."
-    if fisher is not None:
-        groups.append({"params": [fisher.centres], "lr_mult": config.centre_lr_mult,
+    if nets.fisher is not None:
+        groups.append({"params": [nets.fisher.centres], "lr_mult": config.centre_lr_mult,
                        "weight_decay": 0.0})
-    opt = torch.optim.Adam(groups, lr=config.lr, betas=config.betas, eps=config.eps,
-                           weight_decay=config.weight_decay)
+    return torch.optim.Adam(groups, lr=config.lr, betas=config.betas, eps=config.eps,
+                            weight_decay=config.weight_decay)
 
+
+def _make_feed(config: TrainConfig, splits: _Splits) -> _Feed:
+    """Endless reshuffled samplers per domain (seeded) and the steps of an epoch and a cycle."""
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(3)]
+    s_train, t_train = splits.s_train, splits.t_train
     s_sampler: InfiniteSampler | ClassFractionSampler = (
         InfiniteSampler(len(s_train), config.batch_size, rngs[0])
         if config.source_merger_fraction is None else
         ClassFractionSampler(s_train.labels, config.batch_size, config.source_merger_fraction,
                              rngs[0]))
-    t_sampler = InfiniteSampler(len(t_train), config.batch_size, rngs[1])
-    aug_rng = rngs[2]
     steps_per_epoch = math.ceil(max(len(s_train), len(t_train)) / config.batch_size)
-    steps_per_cycle = max(1, round(config.cycle_length * steps_per_epoch))
-    warmup_steps = max(1, round((config.grl_warmup_epochs or config.epochs) * steps_per_epoch))
-    selection = config.selection
-    if selection == "auto":
-        selection = "source-loss" if config.method == "none" else "source-loss+mmd"
-    target_labelled = bool(len(t_val) and (t_val.labels >= 0).all())
-    say(f"{count_trainable_parameters(model):,} trainable parameters ({config.arch}), "
-        f"device {device}, {steps_per_epoch} steps/epoch, selection: {selection}")
+    return _Feed(
+        s_sampler=s_sampler, t_sampler=InfiniteSampler(len(t_train), config.batch_size, rngs[1]),
+        aug_rng=rngs[2], steps_per_epoch=steps_per_epoch,
+        steps_per_cycle=max(1, round(config.cycle_length * steps_per_epoch)),
+        warmup_steps=max(1, round((config.grl_warmup_epochs or config.epochs) * steps_per_epoch)))
 
-    history: list[dict[str, Any]] = []
-    best = math.inf
-    best_epoch = 0
-    since_best = 0
-    step = 0
-    t_start = time.perf_counter()
-    final_path = out / "best.pt"
-    # with weight averaging best.pt is the average; the criterion-best epoch goes beside it
-    ckpt_path = out / "best-epoch.pt" if config.swa_start else final_path
-    swa = WeightAverage(model) if config.swa_start else None
-    with _Progress(progress) as bar:
-        for epoch in range(1, config.epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            if dann is not None:
-                dann.train()
-            for mod in frozen:
-                mod.eval()  # frozen BN keeps its running statistics (§6.2.1)
-            sums: dict[str, float] = {}
-            task = bar.start(f"epoch {epoch}/{config.epochs}", steps_per_epoch)
-            lr_now = config.lr
-            for _ in range(steps_per_epoch):
-                lr_now = one_cycle_lr(step, steps_per_cycle, config.lr, config.lr_min_factor)
-                for g in opt.param_groups:
-                    g["lr"] = lr_now * g["lr_mult"]
-                grl.set_progress(step / warmup_steps)
-                ps, pt = s_sampler.next(), t_sampler.next()
-                xs, xt = s_train.images(ps), t_train.images(pt)
-                if config.augment:
-                    xs, xt = augment_batch(xs, aug_rng), augment_batch(xt, aug_rng)
-                ys = torch.from_numpy(s_train.labels[ps]).to(device)
-                x = torch.from_numpy(np.concatenate([xs, xt])).to(device)
-                feats = model.features(x)  # one pass: BatchNorm sees both domains
-                logits = model.classify(feats)
-                ns = xs.shape[0]
-                f_s, f_t = feats[:ns], feats[ns:]
-                ce = F.cross_entropy(logits[:ns], ys)  # Eq. 1
-                terms: dict[str, torch.Tensor] = {"ce": ce}
-                f_align = f_s if config.align_classes == "all" else f_s[ys == 0]
-                if config.method != "none" and f_align.shape[0] < 2:
-                    terms["transfer"] = feats.sum() * 0.0  # tiny batch: < 2 non-mergers
-                elif config.method == "mmd":
-                    terms["transfer"] = mmd(f_align, f_t)  # Eq. 5-7
-                elif dann is not None:
-                    terms["transfer"] = dann(f_align, f_t)  # Eq. 8-9
-                if fisher is not None:
-                    terms["fisher"] = fisher(f_s, ys)  # Eq. 10
-                if entropy is not None:
-                    terms["entropy"] = entropy(logits[ns:])  # Eq. 11
-                loss = total_loss(ce, transfer=terms.get("transfer"), fisher=terms.get("fisher"),
-                                  entropy=terms.get("entropy"), lambda_tl=config.lambda_tl,
-                                  lambda_em=config.lambda_em)  # Eq. 2
-                if not torch.isfinite(loss):
-                    raise GalmergeError(
-                        f"training diverged at epoch {epoch} (loss {float(loss)}; "
-                        f"{', '.join(f'{k}={float(v):.3g}' for k, v in terms.items())})",
-                        hint="lower --lr or the loss weights")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                with torch.no_grad():
-                    acc = (logits[:ns].argmax(1) == ys).float().mean()
-                vals = {"loss": float(loss.detach()), "source_acc": float(acc),
-                        **{k: float(v.detach()) for k, v in terms.items()}}
-                if dann is not None:
-                    vals["domain_acc"] = dann.domain_accuracy
-                for k, v in vals.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_done = (step - 1) % steps_per_epoch + 1
-                bar.update(task, "  ".join(f"{k} {sums[k] / n_done:.3f}"
+
+# --- one epoch -----------------------------------------------------------------------
+
+def _epoch(run: _Run, epoch: int, bar: ProgressBar) -> bool:
+    """Train one epoch, validate, keep the best; True when early stopping ends the run."""
+    t0 = time.perf_counter()
+    train_means, lr_now = _train_epoch(run, epoch, bar)
+    row = _epoch_row(run, epoch, train_means, lr_now)
+    crit = row["val_criterion"]
+    improved = math.isfinite(crit) and crit < run.best.criterion
+    row["is_best"] = int(improved)
+    in_average = run.swa is not None and epoch >= run.config.swa_start
+    row["in_average"] = int(in_average)
+    if run.swa is not None and in_average:
+        run.swa.add(run.nets.model)
+    row["seconds"] = round(time.perf_counter() - t0, 3)
+    run.history.append(row)
+    _write_history(run.out / "history.csv", run.history)
+    if improved:
+        run.best = _Best(crit, epoch, 0)
+        run.save(run.ckpt_path, epoch, {"val_criterion": crit, "selection": run.selection},
+                 run.nets.extra_state())
+    else:
+        run.best.since += 1
+    run.say(_epoch_line(row, run.config.epochs))
+    if run.swa is None and run.best.since >= run.config.patience:
+        run.say(f"early stopping: no improvement of {run.selection} for "
+                f"{run.config.patience} epochs; best epoch {run.best.epoch}")
+        return True
+    return False
+
+
+def _train_epoch(run: _Run, epoch: int, bar: ProgressBar) -> tuple[dict[str, float], float]:
+    """The optimiser steps of one epoch; returns the mean losses and the last learning rate."""
+    config, feed = run.config, run.feed
+    run.nets.train_mode()
+    sums: dict[str, float] = {}
+    task = bar.add(f"epoch {epoch}/{config.epochs}", feed.steps_per_epoch, losses="")
+    lr_now = config.lr
+    for n_done in range(1, feed.steps_per_epoch + 1):
+        lr_now = one_cycle_lr(run.step, feed.steps_per_cycle, config.lr, config.lr_min_factor)
+        for g in run.opt.param_groups:
+            g["lr"] = lr_now * g["lr_mult"]
+        run.nets.grl.set_progress(run.step / feed.warmup_steps)
+        for k, v in _train_step(run, epoch).items():
+            sums[k] = sums.get(k, 0.0) + v
+        bar.advance(task, losses="  ".join(f"{k} {sums[k] / n_done:.3f}"
                                            for k in ("loss", "ce", "transfer") if k in sums))
-            bar.finish(task)
-            train_means = {k: v / steps_per_epoch for k, v in sums.items()}
+    bar.remove(task)
+    return {k: v / feed.steps_per_epoch for k, v in sums.items()}, lr_now
 
-            # 4. validation and selection
-            row = _validate(model, s_val, t_val, gap, device, config, selection, target_labelled)
-            row.update(epoch=epoch, lr=lr_now, grl_lambda=grl.coeff if dann is not None else None,
-                       train_loss=train_means["loss"], train_ce=train_means["ce"],
-                       train_transfer=train_means.get("transfer"),
-                       train_fisher=train_means.get("fisher"),
-                       train_entropy=train_means.get("entropy"),
-                       train_source_acc=train_means["source_acc"],
-                       train_domain_acc=train_means.get("domain_acc"))
-            crit = row["val_criterion"]
-            improved = math.isfinite(crit) and crit < best
-            row["is_best"] = int(improved)
-            row["in_average"] = int(swa is not None and epoch >= config.swa_start)
-            if swa is not None and epoch >= config.swa_start:
-                swa.add(model)
-            row["seconds"] = round(time.perf_counter() - t0, 3)
-            history.append(row)
-            _write_history(out / "history.csv", history)
-            if improved:
-                best, best_epoch, since_best = crit, epoch, 0
-                save_checkpoint(ckpt_path, model, arch=config.arch, arch_kwargs=arch_kwargs,
-                                config=config.to_dict(), normalisation=norms,
-                                conventions=conventions, epoch=epoch,
-                                metrics={"val_criterion": crit, "selection": selection},
-                                extra_state=_extra_state(dann, fisher))
-            else:
-                since_best += 1
-            say(_epoch_line(row, config.epochs))
-            if swa is None and since_best >= config.patience:
-                say(f"early stopping: no improvement of {selection} for {config.patience} "
-                    f"epochs; best epoch {best_epoch}")
-                break
-    train_seconds = time.perf_counter() - t_start
-    if best_epoch == 0:
-        raise GalmergeError("no epoch produced a finite validation criterion; nothing saved",
-                            hint="check the data for constant or extreme images")
 
-    # 5. test metrics with the delivered weights (criterion-best epoch, or the average)
-    ck = load_checkpoint(ckpt_path)
+def _train_step(run: _Run, epoch: int) -> dict[str, float]:
+    """One concatenated source + target batch through Eq. 2 and one optimiser step."""
+    config, feed, nets, splits = run.config, run.feed, run.nets, run.splits
+    ps, pt = feed.s_sampler.next(), feed.t_sampler.next()
+    xs, xt = splits.s_train.images(ps), splits.t_train.images(pt)
+    if config.augment:
+        xs, xt = augment_batch(xs, feed.aug_rng), augment_batch(xt, feed.aug_rng)
+    ys = torch.from_numpy(splits.s_train.labels[ps]).to(run.device)
+    x = torch.from_numpy(np.concatenate([xs, xt])).to(run.device)
+    feats = nets.model.features(x)  # one pass: BatchNorm sees both domains
+    logits = nets.model.classify(feats)
+    ns = xs.shape[0]
+    terms = _loss_terms(config, nets, feats, logits, ys, ns)
+    loss = total_loss(terms["ce"], transfer=terms.get("transfer"), fisher=terms.get("fisher"),
+                      entropy=terms.get("entropy"), lambda_tl=config.lambda_tl,
+                      lambda_em=config.lambda_em)  # Eq. 2
+    if not torch.isfinite(loss):
+        raise GalmergeError(
+            f"training diverged at epoch {epoch} (loss {float(loss)}; "
+            f"{', '.join(f'{k}={float(v):.3g}' for k, v in terms.items())})",
+            hint="lower --lr or the loss weights")
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    run.step += 1
+    with torch.no_grad():
+        acc = (logits[:ns].argmax(1) == ys).float().mean()
+    vals = {"loss": float(loss.detach()), "source_acc": float(acc),
+            **{k: float(v.detach()) for k, v in terms.items()}}
+    if nets.dann is not None:
+        vals["domain_acc"] = nets.dann.domain_accuracy
+    return vals
+
+
+def _loss_terms(config: TrainConfig, nets: _Networks, feats: torch.Tensor,
+                logits: torch.Tensor, ys: torch.Tensor, ns: int) -> dict[str, torch.Tensor]:
+    """The terms of Eq. 2 for one batch whose first ``ns`` rows are the source."""
+    f_s, f_t = feats[:ns], feats[ns:]
+    terms: dict[str, torch.Tensor] = {"ce": F.cross_entropy(logits[:ns], ys)}  # Eq. 1
+    f_align = f_s if config.align_classes == "all" else f_s[ys == 0]
+    if config.method != "none" and f_align.shape[0] < 2:
+        terms["transfer"] = feats.sum() * 0.0  # tiny batch: < 2 non-mergers
+    elif config.method == "mmd":
+        terms["transfer"] = nets.mmd(f_align, f_t)  # Eq. 5-7
+    elif nets.dann is not None:
+        terms["transfer"] = nets.dann(f_align, f_t)  # Eq. 8-9
+    if nets.fisher is not None:
+        terms["fisher"] = nets.fisher(f_s, ys)  # Eq. 10
+    if nets.entropy is not None:
+        terms["entropy"] = nets.entropy(logits[ns:])  # Eq. 11
+    return terms
+
+
+def _epoch_row(run: _Run, epoch: int, train_means: dict[str, float],
+               lr_now: float) -> dict[str, Any]:
+    """The epoch's ``history.csv`` row: validation, selection criterion, training means."""
+    row = run.validate()
+    row.update(epoch=epoch, lr=lr_now,
+               grl_lambda=run.nets.grl.coeff if run.nets.dann is not None else None,
+               train_loss=train_means["loss"], train_ce=train_means["ce"],
+               train_transfer=train_means.get("transfer"),
+               train_fisher=train_means.get("fisher"),
+               train_entropy=train_means.get("entropy"),
+               train_source_acc=train_means["source_acc"],
+               train_domain_acc=train_means.get("domain_acc"))
+    return row
+
+
+# --- delivery: the average or the best epoch, test metrics, best.pt ------------------------
+
+def _deliver(run: _Run, src: Dataset, tgt: Dataset, train_seconds: float) -> TrainResult:
+    """Test metrics with the delivered weights (criterion-best epoch, or the average)."""
+    config, model, best, history = run.config, run.nets.model, run.best, run.history
+    ck = load_checkpoint(run.ckpt_path)
     model.load_state_dict(ck.state_dict)
-    extra_state = ck.extra_state
-    val_keys = ("val_source_loss", "val_source_acc", "val_source_auc", "val_domain_mmd")
-    val = {k: history[best_epoch - 1][k] for k in val_keys}
-    delivered_epoch = best_epoch
+    val = {k: history[best.epoch - 1][k] for k in VAL_KEYS}
+    delivered_epoch, selection = best.epoch, run.selection
     averaged: dict[str, Any] = {}
-    if swa is not None:
-        swa.apply(model)
-        bn_rngs = [np.random.default_rng(s)
-                   for s in np.random.SeedSequence([config.seed, 1]).spawn(3)]
-        recompute_batchnorm(
-            model, s_train, t_train, device, batch_size=config.batch_size,
-            steps=steps_per_epoch, rngs=bn_rngs, augment=config.augment, frozen=frozen)
-        vrow = _validate(model, s_val, t_val, gap, device, config, selection, target_labelled)
-        val = {k: vrow[k] for k in val_keys}
+    if run.swa is not None:
+        val, averaged, selection = _average(run, run.swa)
         delivered_epoch = len(history)
-        averaged = {"swa_epochs": [config.swa_start, len(history)], "swa_models": swa.count,
-                    "best_single_epoch": best_epoch, "best_single_epoch_criterion": best}
-        selection = f"swa (average of epochs {config.swa_start}-{len(history)})"
-        say(f"weight average of {swa.count} epochs ({config.swa_start}-{len(history)}): "
-            f"val loss {vrow['val_source_loss']:.4f}, acc {vrow['val_source_acc']:.3f}, "
-            f"mmd {vrow['val_domain_mmd']:.4f}")
-    metrics = _final_metrics(model, src, tgt, norms, device, config, mem)
+    metrics = _final_metrics(model, src, tgt, run.splits.norms, run.device, config,
+                             config.max_in_memory_mb)
     metrics.update(best_epoch=delivered_epoch, epochs_run=len(history), selection=selection,
-                   val_criterion=best if swa is None else None,
+                   val_criterion=best.criterion if run.swa is None else None,
                    train_seconds=round(train_seconds, 2),
-                   device=str(device), trainable_parameters=count_trainable_parameters(model),
+                   device=str(run.device), trainable_parameters=count_trainable_parameters(model),
                    config_hash=ck.config_hash(), val=_nan_to_none(val), **averaged)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True,
-                                                 default=_json_default) + "\n")
-    save_checkpoint(final_path, model, arch=config.arch, arch_kwargs=arch_kwargs,
-                    config=config.to_dict(), normalisation=norms, conventions=conventions,
-                    epoch=delivered_epoch, metrics=metrics, extra_state=extra_state)
-    return TrainResult(out=out, checkpoint=final_path, best_epoch=delivered_epoch,
+    (run.out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True,
+                                                     default=_json_default) + "\n")
+    final_path = run.out / "best.pt"
+    run.save(final_path, delivered_epoch, metrics, ck.extra_state)
+    return TrainResult(out=run.out, checkpoint=final_path, best_epoch=delivered_epoch,
                        epochs_run=len(history), metrics=metrics, history=history)
 
 
-class WeightAverage:
-    """Running equal-weight average of a model's parameters (SWA, Izmailov et al. 2018).
+def _average(run: _Run, swa: WeightAverage
+             ) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Put the weight average into the model, refresh its BatchNorm statistics, validate it.
 
-    Only parameters are averaged; BatchNorm running statistics of the average
-    must be recomputed (:func:`recompute_batchnorm`), since averaged weights
-    change every layer's activations.
+    Returns its validation numbers, what the metrics record about the average, and
+    the selection's description.
     """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.count = 0
-        self._sum = {n: torch.zeros_like(p, dtype=torch.float64)
-                     for n, p in model.named_parameters()}
-
-    @torch.no_grad()
-    def add(self, model: nn.Module) -> None:
-        """Add the model's current parameters to the average."""
-        for n, p in model.named_parameters():
-            self._sum[n] += p.detach().double()
-        self.count += 1
-
-    @torch.no_grad()
-    def apply(self, model: nn.Module) -> None:
-        """Overwrite the model's parameters with the average."""
-        if not self.count:
-            raise ValueError("no weights were added to the average")
-        for n, p in model.named_parameters():
-            p.copy_((self._sum[n] / self.count).to(p.dtype))
-
-
-@torch.no_grad()
-def recompute_batchnorm(model: FeatureClassifier, s_train: DomainSplit, t_train: DomainSplit,
-                        device: torch.device, *, batch_size: int, steps: int,
-                        rngs: list[np.random.Generator], augment: bool = False,
-                        frozen: list[nn.Module] | None = None) -> None:
-    """Recompute BatchNorm running statistics as a plain mean over ``steps`` training batches.
-
-    Batches are drawn and concatenated (source then target) exactly as in
-    training, so the statistics describe the mixture the network was trained
-    on. Frozen modules (``--freeze conv``) keep their statistics.
-    """
-    frozen_bn = {id(m) for f in (frozen or []) for m in f.modules()}
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-           and id(m) not in frozen_bn]
-    if not bns:
-        return
-    momenta = {}
-    for bn in bns:
-        assert bn.running_mean is not None and bn.running_var is not None
-        bn.running_mean.zero_()
-        bn.running_var.fill_(1.0)
-        if bn.num_batches_tracked is not None:
-            bn.num_batches_tracked.zero_()
-        momenta[bn] = bn.momentum
-        bn.momentum = None  # cumulative moving average = plain mean over the batches
-    was_training = model.training
-    model.train()
-    for f in frozen or []:
-        f.eval()
-    s_sampler = InfiniteSampler(len(s_train), batch_size, rngs[0])
-    t_sampler = InfiniteSampler(len(t_train), batch_size, rngs[1])
-    for _ in range(max(1, steps)):
-        xs, xt = s_train.images(s_sampler.next()), t_train.images(t_sampler.next())
-        if augment:
-            xs, xt = augment_batch(xs, rngs[2]), augment_batch(xt, rngs[2])
-        model.features(torch.from_numpy(np.concatenate([xs, xt])).to(device))
-    for bn, mom in momenta.items():
-        bn.momentum = mom
-    model.train(was_training)
+    config, model, n = run.config, run.nets.model, len(run.history)
+    swa.apply(model)
+    bn_rngs = [np.random.default_rng(s)
+               for s in np.random.SeedSequence([config.seed, 1]).spawn(3)]
+    batches = mixed_batches(run.splits.s_train, run.splits.t_train,
+                            batch_size=config.batch_size, steps=run.feed.steps_per_epoch,
+                            rngs=bn_rngs, augment=config.augment)
+    recompute_batchnorm(model, batches, run.device, frozen=run.nets.frozen)
+    vrow = run.validate()
+    averaged = {"swa_epochs": [config.swa_start, n], "swa_models": swa.count,
+                "best_single_epoch": run.best.epoch,
+                "best_single_epoch_criterion": run.best.criterion}
+    run.say(f"weight average of {swa.count} epochs ({config.swa_start}-{n}): "
+            f"val loss {vrow['val_source_loss']:.4f}, acc {vrow['val_source_acc']:.3f}, "
+            f"mmd {vrow['val_domain_mmd']:.4f}")
+    return ({k: vrow[k] for k in VAL_KEYS}, averaged,
+            f"swa (average of epochs {config.swa_start}-{n})")
 
 
 def _validate(model: FeatureClassifier, s_val: DomainSplit, t_val: DomainSplit, gap: MMDLoss,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from galmerge.data.simulator.truth import truth_columns
 from galmerge.errors import GalmergeError
 
 SURVEYS = ("hst", "sdss")
@@ -114,16 +115,6 @@ def _writable_dir(out: Path) -> Path:
         raise GalmergeError(f"{out}: output directory is not writable",
                             hint="choose another --out or fix its permissions")
     return out
-
-
-def truth_columns(cat: dict[str, np.ndarray], **more: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image simulation truth to store under ``extra/`` in the dataset files
-    (merger stage index, mass ratio, separation, fluxes, positions, sizes)."""
-    keep = ("stage", "mass_ratio", "sep", "flux", "x1", "y1", "x2", "y2", "r1", "n1", "r2",
-            "n2")
-    out = {k: np.asarray(cat[k]) for k in keep if k in cat}
-    out.update(more)
-    return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
 
 
 __all__ = ["SURVEYS", "SimulationResult", "simulate", "truth_columns"]

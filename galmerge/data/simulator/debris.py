@@ -15,6 +15,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = [
+    "Points",
+    "bridge",
+    "diffraction_spikes",
+    "disc_knots",
+    "halo",
+    "shells",
+    "spiral_arms",
+    "tail",
+]
+
 
 @dataclass
 class Points:

@@ -30,8 +30,21 @@ from typing import Any
 import numpy as np
 
 from galmerge.conventions import FLUX_LINEAR, ModelConvention
+from galmerge.data.dataset import DatasetWriter
 from galmerge.data.simulator import debris, profiles
 from galmerge.data.simulator.sampling import balanced_labels, log_uniform
+from galmerge.data.simulator.truth import truth_columns
+
+__all__ = [
+    "STAGES",
+    "HSTConfig",
+    "HSTRender",
+    "add_sky_noise",
+    "convention",
+    "draw_catalogue",
+    "render_batch",
+    "simulate_hst",
+]
 
 #: Merger stages drawn by the simulator (index stored per image in ``extra/stage``).
 STAGES = ("none", "remnant", "close-pair", "wide-pair")
@@ -243,9 +256,6 @@ def convention(cfg: HSTConfig, domain: str) -> ModelConvention:
 
 def simulate_hst(out_dir: Path, n: int, seed: int, cfg: HSTConfig) -> tuple[Path, Path]:
     """Write ``source.h5`` (pristine) and ``target.h5`` (noisy) with the same galaxies."""
-    from galmerge.data.dataset import DatasetWriter
-    from galmerge.data.simulator import truth_columns
-
     ss = np.random.SeedSequence(seed)
     r_cat, r_debris, r_noise = (np.random.default_rng(s) for s in ss.spawn(3))
     cat = draw_catalogue(n, r_cat, cfg)

@@ -15,6 +15,23 @@ import numpy as np
 
 from galmerge.errors import GalmergeError
 
+__all__ = [
+    "CORE_RADIUS_PX",
+    "frequencies",
+    "gaussian_transfer",
+    "grid",
+    "irfft_cropped",
+    "moffat_kernel",
+    "noise_spectrum",
+    "padded_shape",
+    "rfft_padded",
+    "sdss_psf_transfer",
+    "sersic_images",
+    "sersic_total",
+    "sources_spectrum",
+    "splat",
+]
+
 #: Radius (pixels) at which a Sérsic cusp is capped: stands in for integrating
 #: the profile over the central pixel, so the peak does not depend on where
 #: inside a pixel the centre falls.

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+    "balanced_labels",
+    "choice_index",
+    "log_uniform",
+    "power_law_mags",
+]
+
 
 def log_uniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray:
     """``n`` values log-uniform in [lo, hi]."""

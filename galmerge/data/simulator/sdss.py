@@ -44,6 +44,14 @@ from typing import Any
 import numpy as np
 
 from galmerge.conventions import SDSS_COLOUR_JPEG, SDSS_RGB_BANDS, ModelConvention
+from galmerge.data.dataset import DatasetWriter
+from galmerge.data.images import (
+    JPEG_EXTENSIONS,
+    decode_rgb8_bytes,
+    image_suffix,
+    prepare,
+    read_image,
+)
 from galmerge.data.simulator import debris, hosts, profiles
 from galmerge.data.simulator.sampling import (
     balanced_labels,
@@ -51,6 +59,36 @@ from galmerge.data.simulator.sampling import (
     log_uniform,
     power_law_mags,
 )
+from galmerge.data.simulator.truth import truth_columns
+from galmerge.errors import GalmergeError
+
+__all__ = [
+    "BANDS_GRI",
+    "KINDS",
+    "MAX_FIELD_SOURCES",
+    "NATIVE_PIXEL_AREA",
+    "SLOTS",
+    "STAGES",
+    "BackgroundBank",
+    "SDSSConfig",
+    "as_host_scenes",
+    "composite",
+    "convention",
+    "draw_catalogue",
+    "host_flux_scale",
+    "images_from_flux",
+    "images_on_backgrounds",
+    "jpeg_to_model_pixels",
+    "load_backgrounds",
+    "lupton_rgb",
+    "lupton_rgb8",
+    "render_flux",
+    "simulate_sdss",
+    "sky_mosaics",
+    "smooth_chroma",
+    "to_jpeg_model_pixels",
+    "unstretch",
+]
 
 #: Merger stage codes stored in ``extra/stage``.
 STAGES = ("none", "pair", "interacting", "post-merger")
@@ -588,8 +626,6 @@ def jpeg_to_model_pixels(rgb8: np.ndarray, cfg: SDSSConfig) -> np.ndarray:
     area-resize them to the model size, exactly as real cutouts are read."""
     from PIL import Image
 
-    from galmerge.data.images import decode_rgb8_bytes, prepare
-
     out = np.empty((len(rgb8), 3, cfg.size, cfg.size), dtype=np.float32)
     for i, im in enumerate(rgb8):
         buf = io.BytesIO()
@@ -636,9 +672,6 @@ def load_backgrounds(directory: str | Path, cfg: SDSSConfig) -> BackgroundBank:
         GalmergeError: no directory, or no usable JPEGs in it.
     """
     import hashlib
-
-    from galmerge.data.images import JPEG_EXTENSIONS, image_suffix, read_image
-    from galmerge.errors import GalmergeError
 
     d = Path(directory)
     if not d.is_dir():
@@ -780,9 +813,6 @@ def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Pa
     ``extra/host_index`` names the host (index into ``provenance["hosts"]["ids"]``, -1 for
     purely simulated scenes).
     """
-    from galmerge.data.dataset import DatasetWriter
-    from galmerge.data.simulator import truth_columns
-
     ss = np.random.SeedSequence(seed)
     r_cat, r_render = (np.random.default_rng(s) for s in ss.spawn(2))
     bank = load_backgrounds(cfg.backgrounds, cfg) if cfg.backgrounds else None
