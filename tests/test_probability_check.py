@@ -1,4 +1,4 @@
-"""Cross-fitted probability check (galmerge.training.probability_check): known answers."""
+"""Cross-fitted probability check (galmerge.probability_check): known answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from galmerge.data.holdout import fold_of, is_held_out
-from galmerge.training.probability_check import (
+from galmerge.probability_check import (
     brier,
     crossfit_probability_check,
     expected_calibration_error,

@@ -27,7 +27,7 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
            "--work", str(work), "--models", str(models), "--report-out", str(report),
            "--pool", str(EXAMPLE / "cutouts"), "--dev", str(EXAMPLE / "cutouts"),
            "--dev-labels", str(EXAMPLE / "sdss_example.csv"), "--label-column", "gz1_merger",
-           "--threads", "2", "--more-seeds", "2"]
+           "--threads", "2", "--more-seeds", "2", "--members", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -68,7 +68,7 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
 
     # the survey-like check: new recipe and noDA, with paired differences
     check = json.loads((work / "survey_check.json").read_text())
-    # the shipped recipe averages two seeds; its first member alone is in the check too
+    # --members 2 averages two seeds; the first member alone is in the check too
     assert set(check["models"]) == {"new", "new, one member", "noDA"}
     assert check["seed_groups"] == [[1, 2]] and check["shipped"]["seeds"] == [1, 2]
     assert check["n_background"] == len(held_ids)
