@@ -441,6 +441,54 @@ def survey_check(
 
 @app.command()
 @user_errors
+def calibrate(
+    model: Annotated[Path, typer.Option("--model", help="The ONNX model to calibrate.")],
+    dev: Annotated[Path, typer.Option("--dev", help="Directory of labelled cutouts.")],
+    labels: Annotated[Path, typer.Option(
+        "--labels", help="CSV with an id column and a 0/1 merger label (-1 = leave out).")],
+    background: Annotated[Path, typer.Option(
+        "--background", help="Directory of unlabelled survey cutouts counted as non-mergers "
+        "(never images the model trained on).")],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="The calibrated copy of the model to write.")],
+    merger_fraction: Annotated[float, typer.Option(
+        "--merger-fraction", help="Merger fraction the curve's purities are stated at.")
+    ] = 0.01,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", help="Stratified bootstrap resamples for the curve's intervals.")] = 500,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", help="Labelled id to leave out (repeatable).")] = None,
+) -> None:
+    """Measure a model's probabilities on labelled survey galaxies and store them in a copy.
+
+    Fits the score map (Platt scaling: p_merger becomes a probability on real images) and
+    the calibration curve (purity / completeness per threshold, for --target-purity) on the
+    survey-like check, reports the cross-fitted ECE, Brier score and EM estimate, and writes
+    the model with both in its metadata (docs/output-columns.md).
+    """
+    from galmerge.survey_check import SurveyCheckOptions, fit_calibration, write_calibrated
+
+    opts = SurveyCheckOptions(dev=dev, labels=labels, background=background,
+                              merger_fraction=merger_fraction, bootstrap=bootstrap,
+                              exclude=tuple(exclude or ()))
+    fitted = fit_calibration(model, opts)
+    cal = write_calibrated(model, output, fitted)
+    m = cal.score_map
+    if m is None:
+        typer.echo(f"no score map: {fitted['probability_check']['skipped']}")
+        typer.echo(f"wrote {output} (calibration curve only)")
+        return
+    check = fitted["probability_check"]["mean"]
+    typer.echo(f"score map: p = sigmoid({m.a:.4f} logit(p_raw) {m.b:+.4f}) at merger fraction "
+               f"{m.reference_merger_fraction:.4f}")
+    typer.echo(f"cross-fitted (2 folds): ECE raw {check['ece_raw']:.3f} -> "
+               f"{check['ece_mapped_shifted']:.3f}, Brier {check['brier_raw']:.3f} -> "
+               f"{check['brier_mapped_shifted']:.3f}")
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+@user_errors
 def export(
     checkpoint: Annotated[Path | None, typer.Option(
         "--checkpoint", help="Checkpoint (best.pt) written by `galmerge train`.")] = None,

@@ -12,19 +12,30 @@ Runtime, exactly as ``galmerge classify`` does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from galmerge.atomic import write_bytes_atomic
 from galmerge.conventions import METADATA_PREFIX
 from galmerge.data.dataset import ImageDirDataset
 from galmerge.errors import GalmergeError
+from galmerge.inference.calibration import CalibrationCurve, ModelCalibration
 from galmerge.inference.engine import OnnxClassifier
-from galmerge.training.survey import SURVEY_METRICS, SurveySample, survey_bootstrap
+from galmerge.inference.paths import same_file
+from galmerge.inference.score_map import ScoreMap, fit_platt
+from galmerge.probability_check import crossfit_probability_check
+from galmerge.training.survey import (
+    SURVEY_METRICS,
+    SurveySample,
+    calibration_points,
+    survey_bootstrap,
+)
 
-__all__ = ["SurveyCheckOptions", "format_survey_table", "run_survey_check", "score_directory"]
+__all__ = ["CURVE_QUANTILES", "SurveyCheckOptions", "fit_calibration", "format_survey_table",
+           "run_survey_check", "score_directory", "write_calibrated"]
 
 
 @dataclass(frozen=True)
@@ -136,3 +147,66 @@ def format_survey_table(result: dict[str, Any], pairs: Sequence[tuple[str, str]]
                  f"labelled non-mergers, {result['n_background']} background galaxies counted "
                  f"as non-mergers; {result['n_boot']} stratified bootstrap resamples.")
     return "\n".join(lines)
+
+
+#: Thresholds of a fitted calibration curve: these quantiles of the background's scores.
+CURVE_QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
+
+
+def fit_calibration(model: Path, opts: SurveyCheckOptions) -> dict[str, Any]:
+    """The calibration curve, the score map and its cross-fitted check of one model, all
+    measured on the survey-like check of ``opts`` (issue 11).
+
+    Returns:
+        ``{"reference_merger_fraction", "source", "points"}`` (a
+        :class:`~galmerge.inference.calibration.CalibrationCurve` as a dict) plus
+        ``score_map`` (:class:`~galmerge.inference.score_map.ScoreMap` as a dict) and
+        ``probability_check`` (:func:`galmerge.probability_check.crossfit_probability_check`);
+        both None / ``{"skipped": why}`` when no increasing map fits.
+    """
+    clf = OnnxClassifier(model, device="cpu")
+    ids, lab, p_dev = score_directory(clf, opts.dev, opts.labels)
+    pool_ids, _, p_pool = score_directory(clf, opts.background)
+    keep = (lab >= 0) & ~np.isin(ids, list(opts.exclude))
+    if not (lab[keep] == 1).any() or not (lab[keep] == 0).any():
+        raise GalmergeError(f"{opts.labels}: calibration needs labelled mergers and non-mergers")
+    sample = SurveySample(lab[keep], p_dev[keep], p_pool)
+    thresholds = sorted({float(q) for q in np.quantile(p_pool, CURVE_QUANTILES)})
+    source = (f"survey-like check: {int(keep.sum())} labelled galaxies ({opts.dev.name}) + "
+              f"{len(p_pool)} background galaxies ({opts.background.name}) counted as "
+              "non-mergers")
+    points = calibration_points(sample, thresholds, opts.merger_fraction,
+                                n_boot=opts.bootstrap, seed=opts.seed)
+    y = np.r_[lab[keep], np.zeros(len(p_pool), np.int64)]
+    raw = np.r_[p_dev[keep], p_pool]
+    out: dict[str, Any] = {"reference_merger_fraction": opts.merger_fraction,
+                           "source": source, "points": points}
+    train = ModelCalibration.from_metadata(clf.metadata).train_fraction
+    try:
+        a, b = fit_platt(raw, y)
+        out["probability_check"] = crossfit_probability_check(
+            [*ids[keep], *pool_ids], y, raw, train_fraction=train)
+    except GalmergeError as exc:  # a model that ranks mergers last has no increasing map
+        return {**out, "score_map": None, "probability_check": {"skipped": exc.message}}
+    out["score_map"] = ScoreMap(a, b, float(y.mean()),
+                                source=f"Platt fit on the {source}").to_dict()
+    return out
+
+
+def write_calibrated(model: Path, output: Path, fitted: dict[str, Any]) -> ModelCalibration:
+    """A copy of ``model`` whose metadata carries ``fitted``'s curve and score map (the
+    rest of the model and its metadata unchanged); never writes over ``model``."""
+    import onnx
+
+    if same_file(model, output):
+        raise GalmergeError(f"{output}: is the model itself; choose another output")
+    proto = onnx.load(str(model))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    cal = replace(ModelCalibration.from_metadata(meta, source=str(model)),
+                  curve=CalibrationCurve.from_dict(fitted),
+                  score_map=ScoreMap.from_dict(fitted["score_map"]) if fitted["score_map"]
+                  else None)
+    meta.update(cal.to_metadata())
+    onnx.helper.set_model_props(proto, meta)
+    write_bytes_atomic(output, proto.SerializeToString())
+    return cal

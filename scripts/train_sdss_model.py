@@ -392,43 +392,18 @@ def shipped_threshold(work: Path, name: str) -> float:
 
 def calibration_curve(work: Path, name: str, args: argparse.Namespace, heldout: Path,
                       labels: Path, n_boot: int) -> dict[str, Any]:
-    """Purity / completeness / flagged fraction of one exported run over thresholds at
-    the check's merger fraction (stored in the shipped model, shown in its card)."""
-    from galmerge.inference.engine import OnnxClassifier
-    from galmerge.survey_check import score_directory
-    from galmerge.training.survey import SurveySample, calibration_points
+    """Calibration curve (purity / completeness / flagged fraction over thresholds at the
+    check's merger fraction), score map and its cross-fitted check of one exported run
+    (stored in the shipped model, shown in its card): ``galmerge calibrate``'s fit."""
+    from galmerge.survey_check import SurveyCheckOptions, fit_calibration
 
-    clf = OnnxClassifier(work / "onnx" / f"{name}.onnx", device="cpu")
-    ids, lab, p_dev = score_directory(clf, args.dev, labels)
-    pool_ids, _, p_pool = score_directory(clf, heldout)
-    keep = lab >= 0
-    sample = SurveySample(lab[keep], p_dev[keep], p_pool)
-    qs = np.quantile(p_pool, [0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995])
-    pts = calibration_points(sample, sorted(set(float(q) for q in qs)),
-                             SURVEY_MERGER_FRACTION, n_boot=n_boot, seed=1)
-    source = (f"survey-like check: {int(keep.sum())} labelled GZ1 dev galaxies + "
-              f"{len(p_pool)} held-out pool galaxies counted as non-mergers")
-    return {"reference_merger_fraction": SURVEY_MERGER_FRACTION, "source": source,
-            "points": pts, **probability_calibration(
-                [*ids[keep], *pool_ids], np.r_[lab[keep], np.zeros(len(p_pool), np.int64)],
-                np.r_[p_dev[keep], p_pool], source)}
-
-
-def probability_calibration(ids: list[str], y: np.ndarray, raw: np.ndarray, source: str
-                            ) -> dict[str, Any]:
-    """The score map fitted on the whole check (shipped in the model) and the cross-fitted
-    check of it (issue 11: ECE, Brier and EM on galaxies the map was not fitted on)."""
-    from galmerge.inference.score_map import ScoreMap, fit_platt
-    from galmerge.probability_check import crossfit_probability_check
-
-    try:
-        a, b = fit_platt(raw, y)
-        smap = ScoreMap(a, b, float(y.mean()), source=f"Platt fit on the {source}")
-        check = crossfit_probability_check(ids, y, raw, train_fraction=0.5)
-    except GalmergeError as exc:  # e.g. a toy model that ranks mergers last: no map shipped
-        log(f"no score map: {exc.message}")
-        return {"score_map": None, "probability_check": {"skipped": exc.message}}
-    return {"score_map": smap.to_dict(), "probability_check": check}
+    opts = SurveyCheckOptions(dev=args.dev, labels=labels, background=heldout,
+                              merger_fraction=SURVEY_MERGER_FRACTION, bootstrap=n_boot, seed=1,
+                              exclude=tuple(args.exclude))
+    fitted = fit_calibration(work / "onnx" / f"{name}.onnx", opts)
+    if fitted["score_map"] is None:  # e.g. a toy model that ranks mergers last
+        log(f"no score map: {fitted['probability_check']['skipped']}")
+    return fitted
 
 
 def survey_threshold(survey: dict[str, Any]) -> str:
@@ -461,6 +436,47 @@ def survey_targets(survey: dict[str, Any]) -> str:
         out.append(f"{title} {v:.3f} ({'meets' if ok else 'misses'} {op} {target:g}"
                    + ("" if ok else f" by {abs(v - target):.3f}") + ")")
     return "**Against the targets (mean over seeds):** " + "; ".join(out) + "."
+
+
+_PROB_HEAD = ("| galaxies | true fraction | ECE raw | ECE raw, Bayes only | ECE map + Bayes | "
+              "Brier raw | Brier map + Bayes | EM on raw | EM on map |\n"
+              "|---|---|---|---|---|---|---|---|---|")
+
+
+def probability_section(fitted: dict[str, Any]) -> str:
+    """The card's "Probabilities" section: the score map and its cross-fitted check."""
+    m, check = fitted.get("score_map"), fitted.get("probability_check", {})
+    if not m or "per_fold" not in check:
+        return ""
+    rows = []
+    for f in check["per_fold"]:
+        lo, hi = f["em_mapped"]["interval"]
+        rlo, rhi = f["em_raw"]["interval"]
+        rows.append(f"| {f['n']} | {f['true_fraction']:.3f} | {f['ece_raw']:.3f} | "
+                    f"{f['ece_raw_shifted']:.3f} | {f['ece_mapped_shifted']:.3f} | "
+                    f"{f['brier_raw']:.3f} | {f['brier_mapped_shifted']:.3f} | "
+                    f"{f['em_raw']['fraction']:.3f} [{rlo:.3f}, {rhi:.3f}] | "
+                    f"{f['em_mapped']['fraction']:.3f} [{lo:.3f}, {hi:.3f}] |")
+    mean = check["mean"]
+    return f"""## Probabilities: the score map (issue 11)
+
+The softmax of a model trained on simulations ranks real galaxies but is not a probability
+on them. The model therefore carries a score map (Platt 1999, `galmerge.score_map`),
+p = sigmoid({m['a']:.4f} · logit(p_raw) {m['b']:+.4f}), fitted on the survey-like check (a
+probability at its merger fraction {m['reference_merger_fraction']:.4f}); `classify` then shifts
+it to `--merger-fraction` by Bayes' rule. It is increasing, so no ranking, AUC, top-k purity
+or `is_merger` changes; the model's ranking itself never saw a real label. Judged
+cross-fitted (map fitted on one objid-hash half of the check, judged on the other;
+`galmerge.probability_check`), with the prior set to each half's true merger fraction:
+
+{_PROB_HEAD}
+{chr(10).join(rows)}
+
+Mean over the halves: ECE {mean['ece_raw']:.3f} (raw) → {mean['ece_mapped_shifted']:.3f};
+Brier {mean['brier_raw']:.3f} → {mean['brier_mapped_shifted']:.3f}. EM intervals are 200-replicate
+Poisson bootstraps (sampling error only). Refit for your own labelled sample with
+`galmerge calibrate`.
+"""
 
 
 def calibration_table(survey: dict[str, Any]) -> str:
@@ -799,13 +815,14 @@ thresholds on `p_merger` (shipped seed; also stored in the model as `galmerge.ca
 
 {calibration_table(survey)}
 
+{probability_section(survey.get("calibration", {}))}
 ## Evaluation on real SDSS (Galaxy Zoo 1 dev set)
 
 Dev set: {n} SDSS GZ1 images ({nm} mergers = GZ1 class 5, {n - nm} non-mergers) from
 `shared/data/sdss_gz1/dev`; the SDSS error tile `{ERROR_TILES[0]}` ("getFrames() has failed"
 on black, labelled class 4) is excluded. 95% intervals: stratified bootstrap over images
-({sizes.bootstrap} resamples). Thresholded metrics use p ≥ 0.5 as they are; the model is not
-calibrated on real images.
+({sizes.bootstrap} resamples). Thresholded metrics use the raw score p ≥ 0.5 as it is (the paper's
+convention), before the score map.
 
 {metrics_table(results)}
 
@@ -837,8 +854,8 @@ training images.
 ## Intended use
 
 Ranking SDSS DR7-like colour cutouts of bright (r < 17.77) galaxies by merger probability —
-finding merger candidates in a survey for inspection or follow-up. The score ranks; it is not
-a calibrated probability on real images.
+finding merger candidates in a survey for inspection or follow-up. `p_merger_raw` ranks;
+`p_merger` is the score map's probability re-stated for the survey's merger fraction (below).
 
 ## Limitations
 

@@ -101,12 +101,17 @@ def test_bundled_example_gets_a_probability_for_every_real_galaxy(example: Path)
     files = [example.parent / f for f in ok["file_loc"]]
     raw = direct_probabilities(files).astype(np.float64)
     assert np.allclose(ok["p_merger_raw"].to_numpy(), raw, atol=1e-6)
-    # p_merger is stated for the default 2 % merger fraction (Bayes' rule from 0.5, by hand)
-    odds = raw / (1 - raw) * (0.02 / 0.98)
+    # p_merger: the model's score map (Platt), then Bayes' rule from the map's reference
+    # fraction to the default 2 % (by hand)
+    shipped = onnx.load(str(ROOT / "models" / "deepmerge-sdss.onnx"))
+    props = {m.key: m.value for m in shipped.metadata_props}
+    smap = json.loads(props["galmerge.score_map"])
+    q = 1 / (1 + np.exp(-(smap["a"] * np.log(raw / (1 - raw)) + smap["b"])))
+    ref = smap["reference_merger_fraction"]
+    odds = q / (1 - q) * (0.02 / 0.98) / (ref / (1 - ref))
     assert np.allclose(ok["p_merger"].to_numpy(), odds / (1 + odds), atol=1e-6)
     # is_merger is the model's own label-free threshold on the raw score (issue 10)
-    shipped = onnx.load(str(ROOT / "models" / "deepmerge-sdss.onnx"))
-    cut = float({m.key: m.value for m in shipped.metadata_props}["galmerge.decision_threshold"])
+    cut = float(props["galmerge.decision_threshold"])
     assert 0.0 < cut < 0.5
     assert (ok["is_merger"] == (ok["p_merger_raw"] >= cut)).all()
     # every ok row has its uncertainty and OOD flag; the others have neither
