@@ -390,25 +390,32 @@ def evaluate(
             f"{k} [{lo:.3f}, {hi:.3f}]" for k, (lo, hi) in res["ci95"].items()))
 
 
+#: Options shared by the commands that judge a model on a survey-like check.
+CheckDev = Annotated[Path, typer.Option("--dev", help="Directory of labelled cutouts.")]
+CheckLabels = Annotated[Path, typer.Option(
+    "--labels", help="CSV with an id column and a 0/1 merger label (-1 = leave out).")]
+CheckBackground = Annotated[Path, typer.Option(
+    "--background", help="Directory of unlabelled survey cutouts counted as non-mergers "
+    "(never images the model(s) trained on).")]
+CheckExclude = Annotated[list[str] | None, typer.Option(
+    "--exclude", help="Labelled id to leave out (repeatable).")]
+
+
 @app.command("survey-check")
 @user_errors
 def survey_check(
     model: Annotated[list[str], typer.Option(
         "--model", help="An ONNX model to judge: PATH, or NAME=PATH[,PATH...] for several "
         "training seeds of one recipe (averaged). Repeat for a paired comparison.")],
-    dev: Annotated[Path, typer.Option("--dev", help="Directory of labelled cutouts.")],
-    labels: Annotated[Path, typer.Option(
-        "--labels", help="CSV with an id column and a 0/1 merger label (-1 = leave out).")],
-    background: Annotated[Path, typer.Option(
-        "--background", help="Directory of unlabelled survey cutouts counted as non-mergers "
-        "(never images any of the models trained on).")],
+    dev: CheckDev,
+    labels: CheckLabels,
+    background: CheckBackground,
     merger_fraction: Annotated[float, typer.Option(
         "--merger-fraction", help="Survey merger fraction the non-mergers are weighted to.")
     ] = 0.01,
     bootstrap: Annotated[int, typer.Option(
         "--bootstrap", help="Stratified bootstrap resamples for the intervals.")] = 2000,
-    exclude: Annotated[list[str] | None, typer.Option(
-        "--exclude", help="Labelled id to leave out (repeatable).")] = None,
+    exclude: CheckExclude = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Also write the full result as JSON here.")] = None,
 ) -> None:
@@ -443,12 +450,9 @@ def survey_check(
 @user_errors
 def calibrate(
     model: Annotated[Path, typer.Option("--model", help="The ONNX model to calibrate.")],
-    dev: Annotated[Path, typer.Option("--dev", help="Directory of labelled cutouts.")],
-    labels: Annotated[Path, typer.Option(
-        "--labels", help="CSV with an id column and a 0/1 merger label (-1 = leave out).")],
-    background: Annotated[Path, typer.Option(
-        "--background", help="Directory of unlabelled survey cutouts counted as non-mergers "
-        "(never images the model trained on).")],
+    dev: CheckDev,
+    labels: CheckLabels,
+    background: CheckBackground,
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="The calibrated copy of the model to write.")],
     merger_fraction: Annotated[float, typer.Option(
@@ -456,8 +460,7 @@ def calibrate(
     ] = 0.01,
     bootstrap: Annotated[int, typer.Option(
         "--bootstrap", help="Stratified bootstrap resamples for the curve's intervals.")] = 500,
-    exclude: Annotated[list[str] | None, typer.Option(
-        "--exclude", help="Labelled id to leave out (repeatable).")] = None,
+    exclude: CheckExclude = None,
 ) -> None:
     """Measure a model's probabilities on labelled survey galaxies and store them in a copy.
 

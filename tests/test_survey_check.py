@@ -107,18 +107,23 @@ def test_holdout_rule_is_a_pure_function_of_the_id(tmp_path: Path) -> None:
         [n for n in names if is_held_out(Path(n).stem)]
 
 
-def test_cli_survey_check_on_the_example(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from galmerge.cli import app
-
-    # the 24 example cutouts: labelled set and (its non-mergers) background, shipped model
+def _example_labels(tmp_path: Path) -> Path:
     labels = tmp_path / "labels.csv"
     rows = (EXAMPLE / "sdss_example.csv").read_text().splitlines()
     head = rows[0].split(",")
     i_id, i_lab = head.index("objid"), head.index("gz1_merger")
     labels.write_text("objid,merger\n" + "\n".join(
         f"{r.split(',')[i_id]},{r.split(',')[i_lab]}" for r in rows[1:]) + "\n")
+    return labels
+
+
+def test_cli_survey_check_on_the_example(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from galmerge.cli import app
+
+    # the 24 example cutouts: labelled set and (its non-mergers) background, shipped model
+    labels = _example_labels(tmp_path)
     out = tmp_path / "check.json"
     res = CliRunner().invoke(app, [
         "survey-check", "--model", f"shipped={ROOT / 'models' / 'deepmerge-sdss.onnx'}",
@@ -130,3 +135,38 @@ def test_cli_survey_check_on_the_example(tmp_path: Path) -> None:
     m = data["models"]["shipped"]
     assert 0 <= m["topk_purity"]["value"] <= 1 and 0 <= m["pool_flagged"]["value"] <= 1
     assert data["n_background"] == 24
+
+
+def test_cli_calibrate_writes_a_calibrated_copy_and_spares_the_model(tmp_path: Path) -> None:
+    import onnx
+    from typer.testing import CliRunner
+
+    from galmerge.cli import app
+    from galmerge.inference.calibration import ModelCalibration
+    from galmerge.inference.engine import OnnxClassifier
+    from galmerge.survey_check import score_directory
+
+    labels = _example_labels(tmp_path)
+    model = tmp_path / "m.onnx"
+    model.write_bytes((ROOT / "models" / "deepmerge-sdss.onnx").read_bytes())
+    before = model.read_bytes()
+    out = tmp_path / "calibrated.onnx"
+    base = ["calibrate", "--model", str(model), "--dev", str(EXAMPLE / "cutouts"),
+            "--labels", str(labels), "--background", str(EXAMPLE / "cutouts"),
+            "--bootstrap", "20"]
+    res = CliRunner().invoke(app, [*base, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "score map: p = sigmoid(" in res.output and "cross-fitted" in res.output
+    assert model.read_bytes() == before
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    cal = ModelCalibration.from_metadata(meta)
+    assert cal.score_map is not None and cal.score_map.a > 0
+    assert cal.curve is not None and len(cal.curve.points) >= 3
+    # the graph is unchanged: same raw scores
+    _, _, p0 = score_directory(OnnxClassifier(model, device="cpu"), EXAMPLE / "cutouts")
+    _, _, p1 = score_directory(OnnxClassifier(out, device="cpu"), EXAMPLE / "cutouts")
+    assert np.array_equal(p0, p1)
+    # never over the model itself
+    res = CliRunner().invoke(app, [*base, "-o", str(model)])
+    assert res.exit_code != 0 and "is the model itself" in res.output
+    assert model.read_bytes() == before
