@@ -40,7 +40,8 @@ COLUMN_DESCRIPTIONS = {
                 "(probability_calibration, Platt 1999), then shifted by Bayes' rule "
                 "(Saerens et al. 2002 eq. 2.4) from the map's reference fraction",
     "p_merger_raw": "the model's softmax score (balanced-training prior), identity view",
-    "p_merger_spread": "std (ddof 0) of the raw score over the views (views_description)",
+    "p_merger_spread": "std (ddof 0) of the raw score over the views, and the members of a "
+                       "seed ensemble (views_description)",
     "is_merger": "p_merger_raw >= the run's threshold (threshold, threshold_rule)",
     "ood": "true when the model input is unlike the training images (reason in status_detail)",
 }
