@@ -60,11 +60,12 @@ def rows(repeats: int, tmp_path: Path) -> pd.DataFrame:
     return out
 
 
-def parquet_catalogue(tmp_path: Path, repeats: int, row_group: int = 10) -> Path:
+def parquet_catalogue(tmp_path: Path, repeats: int, row_group: int = 10,
+                      name: str = "cat.parquet") -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = tmp_path / "cat.parquet"
+    path = tmp_path / name
     pq.write_table(pa.Table.from_pandas(rows(repeats, tmp_path), preserve_index=False), path,
                    row_group_size=row_group)
     return path
@@ -109,6 +110,9 @@ def test_plan_follows_row_groups_and_pixels(tmp_path: Path) -> None:
     assert plan == [Partition(0, 0, 10), Partition(1, 10, 20), Partition(2, 20, 30),
                     Partition(3, 30, 40), Partition(4, 40, 48)]
     plan = plan_partitions(open_input(cat), chunk_size=25)
+    assert [(p.start, p.stop) for p in plan] == [(0, 20), (20, 40), (40, 48)]
+    one_group = parquet_catalogue(tmp_path, repeats=2, row_group=48, name="one.parquet")
+    plan = plan_partitions(open_input(one_group), chunk_size=20)  # cut into chunk-size pieces
     assert [(p.start, p.stop) for p in plan] == [(0, 20), (20, 40), (40, 48)]
     hcat = hats_catalogue(tmp_path, repeats=2)
     hplan = plan_partitions(open_input(hcat), chunk_size=5)

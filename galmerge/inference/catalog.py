@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -936,15 +937,22 @@ def parquet_rows(p: Path, blocks: tuple[int, ...]) -> Callable[[int, int], pd.Da
     import pyarrow.parquet as pq
 
     ends = np.cumsum(blocks)
+    last_read: dict[tuple[int, int], Any] = {}  # the row groups read last (pieces of one)
+    lock = threading.Lock()
 
     def read(lo: int, hi: int) -> pd.DataFrame:
         first = int(np.searchsorted(ends, lo, side="right"))
         last = int(np.searchsorted(ends, hi - 1, side="right"))
         offset = int(ends[first - 1]) if first else 0
-        try:
-            table = pq.ParquetFile(p).read_row_groups(list(range(first, last + 1)))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise _unparseable(p, "Parquet", exc) from None
+        with lock:
+            table = last_read.get((first, last))
+            if table is None:
+                try:
+                    table = pq.ParquetFile(p).read_row_groups(list(range(first, last + 1)))
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise _unparseable(p, "Parquet", exc) from None
+                last_read.clear()
+                last_read[(first, last)] = table
         return arrow_to_frame(table.slice(lo - offset, hi - lo))
 
     return read

@@ -152,7 +152,8 @@ def _replace_folder(built: Path, out: Path) -> None:
 
 def finish_dataset(work: Path, parts: list[Path], out: Path, meta: dict[str, Any], *,
                    input_format: str, pixels: list[tuple[int, int]] | None,
-                   source: Path, keep: tuple[str, ...] = ("lock",)) -> AssemblyResult:
+                   source: Path, keep: tuple[str, ...] = ("lock", "manifest.json")
+                   ) -> AssemblyResult:
     """Turn the work folder's ``parts`` into the dataset ``out`` (see the module docstring).
 
     Everything in ``work`` besides the parts and ``keep`` is removed first.

@@ -12,7 +12,10 @@ itself (:func:`open_input`, once per process) and reads its rows
 catalogue              partition
 =====================  ==================================================
 Parquet file           consecutive row groups, up to the chunk size (a
-                       larger row group is one partition by itself)
+                       larger row group is cut into chunk-size pieces; each
+                       piece decodes its whole row group, so write
+                       survey-size Parquet with row groups of about the
+                       chunk size)
 Parquet dataset (dir)  the same per file; a partition never spans files
 HATS catalogue (dir)   one pixel file (HEALPix order, pixel)
 FITS, HDF5             ``chunk_size`` rows (byte ranges, h5py slices)
@@ -94,6 +97,12 @@ def plan_partitions(reader: CatalogReader, chunk_size: int, limit: int | None = 
     for b, size in enumerate(layout.blocks):
         if pos >= n:
             break
+        if size > chunk_size and not layout.whole:  # a big row group: chunk_size pieces
+            end = min(pos + size, n)
+            parts += [Partition(len(parts) + i, s, min(s + chunk_size, end))
+                      for i, s in enumerate(range(pos, end, chunk_size))]
+            start = pos = end
+            continue
         pos = min(pos + size, n)
         nxt = layout.blocks[b + 1] if b + 1 < len(layout.blocks) else 0
         if (layout.whole or b in layout.file_ends or pos >= n
