@@ -71,8 +71,8 @@ def parquet_catalogue(tmp_path: Path, repeats: int, row_group: int = 10,
     return path
 
 
-def hats_catalogue(tmp_path: Path, repeats: int, order: int = 1) -> Path:
-    """A HATS catalogue written with hats: one pixel file per occupied order-1 pixel."""
+def hats_catalogue(tmp_path: Path, repeats: int, order: int = 0) -> Path:
+    """A HATS catalogue written with hats: one pixel file per occupied pixel of ``order``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from hats.catalog import PartitionInfo, TableProperties
@@ -116,7 +116,7 @@ def test_plan_follows_row_groups_and_pixels(tmp_path: Path) -> None:
     assert [(p.start, p.stop) for p in plan] == [(0, 20), (20, 40), (40, 48)]
     hcat = hats_catalogue(tmp_path, repeats=2)
     hplan = plan_partitions(open_input(hcat), chunk_size=5)
-    assert all(p.pixel is not None and p.pixel[0] == 1 for p in hplan)
+    assert all(p.pixel is not None and p.pixel[0] == 0 for p in hplan)
     assert sum(p.rows for p in hplan) == 48  # one partition per pixel, whatever the chunk size
 
 
@@ -181,7 +181,7 @@ def test_unreadable_pixel_marks_its_rows_and_the_run_goes_on(client, tmp_path: P
     assert len(out) == 48 == result.rows
     bad = out.iloc[plan[1].start:plan[1].stop]
     assert (bad["status"] == "unreadable").all()
-    where = f"partition 1 (HEALPix pixel 1/{plan[1].pixel[1]}, rows "
+    where = f"partition 1 (HEALPix pixel 0/{plan[1].pixel[1]}, rows "
     assert bad["status_detail"].str.startswith(where).all()
     assert (out.drop(bad.index)["status"] != "unreadable").all()
 
