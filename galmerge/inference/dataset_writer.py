@@ -1,7 +1,8 @@
 """Partitioned output: the run's part files become a Parquet dataset (or a HATS catalogue).
 
-``classify --output DIR/`` (a path ending in ``/``, an existing directory, or any
-output of a directory catalogue) writes no single file: each partition's part
+``classify --output DIR/`` (a path ending in ``/``; an existing directory or, for a
+directory catalogue, any path without a file extension other than ``.parquet``) writes
+no single file: each partition's part
 file — written by whichever process classified it, local or a Dask worker — is
 one file of the dataset, so nothing is assembled on the client.
 :func:`finish_dataset` then
@@ -48,9 +49,11 @@ def is_dataset_output(output: str | Path | None, catalog: Path) -> bool:
     if output is None:
         return catalog.is_dir()
     text = str(output)
-    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+    if text.endswith(("/", os.sep)):
         return True
-    return catalog.is_dir() and Path(text).suffix.lower() in ("", ".parquet", ".pq", ".hats")
+    dataset_like = Path(text).suffix.lower() in ("", ".parquet", ".pq", ".hats")
+    # an existing folder named like a file (out.csv/) stays an error: check_output says so
+    return dataset_like and (Path(text).is_dir() or catalog.is_dir())
 
 
 def default_dataset_output(catalog: Path) -> Path:
