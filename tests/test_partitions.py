@@ -161,7 +161,7 @@ def test_hats_in_hats_out_opens_in_lsdb_and_crossmatches(client, tmp_path: Path)
     res = hats.read_hats(dask.output)
     assert res.get_healpix_pixels() == inp.get_healpix_pixels()
     scored = lsdb.read_hats(dask.output)
-    assert {"p_merger", "status", "_healpix_29"} <= set(scored.columns)
+    assert {"p_merger", "status", "objid"} <= set(scored.columns)
     matched = lsdb.read_hats(cat).crossmatch(scored, radius_arcsec=0.1, n_neighbors=1,
                                               suffixes=("_in", "_out")).compute()
     assert len(matched) == 96
