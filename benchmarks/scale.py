@@ -244,7 +244,11 @@ def dask_run(cat: Path, rows: int, n_workers: int | None, args: argparse.Namespa
                                         stderr=subprocess.DEVNULL))
         procs["workers"] = psutil.Process(started[-1].pid)
         extra += ["--dask", f"tcp://127.0.0.1:{port}"]
-        time.sleep(5)
+        from distributed import Client
+
+        time.sleep(2)  # the scheduler's port opens
+        with Client(f"tcp://127.0.0.1:{port}", timeout=120) as c:
+            c.wait_for_workers(n_workers, timeout=300)
     t0 = time.perf_counter()
     client = subprocess.Popen([py, "-m", "galmerge", "classify", "--catalog", str(cat),
                                "--output", f"{out}/", "--quiet", *extra], cwd=ROOT,
