@@ -20,13 +20,23 @@ child's whole process tree every 50 ms:
 
 Prints one table; the numbers in docs/benchmarks.md (section ``scale``) come
 from it.
+
+``--dask-sizes 1e6,1e7 --dask-workers 1,2`` (issue 15) runs the sparse catalogue
+written as **Parquet** (row groups of ``--dask-chunk`` rows) through a Dask
+cluster started as separate processes (``dask scheduler`` + ``dask worker
+--nworkers N --nthreads 1``), with a partitioned output (``--output DIR/``):
+the client only plans partitions and sends addresses, each worker reads and
+writes its own. Client and worker process trees are sampled separately, and the
+same catalogue is classified on the single-machine path for comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -163,6 +173,103 @@ def run(kind: str, rows: int, args: argparse.Namespace, work: Path, store: Path)
     return result
 
 
+def build_parquet(work: Path, rows: int, every: int, store_n: int, group: int) -> Path:
+    """The sparse catalogue as Parquet with row groups of ``group`` rows (written in blocks)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = work / f"cat-{rows}-every{every}-rg{group}.parquet"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp")
+    rng = np.random.default_rng(rows)
+    block = max(group, 1_000_000 // group * group)
+    writer = None
+    for start in range(0, rows, block):
+        i = np.arange(start, min(rows, start + block))
+        loc = np.where(i % every == 0, np.char.add("store.h5#", (i % store_n).astype(str)), "")
+        table = pa.table({"objid": 1_237_000_000_000_000_000 + i,
+                          "ra": np.round(rng.uniform(0, 360, len(i)), 6),
+                          "dec": np.round(np.degrees(np.arcsin(rng.uniform(-1, 1, len(i)))), 6),
+                          "file_loc": loc})
+        writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
+        writer.write_table(table, row_group_size=group)
+    assert writer is not None
+    writer.close()
+    tmp.rename(path)
+    return path
+
+
+class Sampler:
+    """Peak resident memory of process trees, sampled every 50 ms in a thread."""
+
+    def __init__(self, procs: dict[str, psutil.Process]) -> None:
+        self.procs, self.peak = procs, dict.fromkeys(procs, 0)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            for name, proc in self.procs.items():
+                with contextlib.suppress(psutil.Error):
+                    self.peak[name] = max(self.peak[name], tree_rss(proc))
+            self.done.wait(0.05)
+
+    def stop(self) -> dict[str, int]:
+        self.done.set()
+        self.thread.join()
+        return self.peak
+
+
+def dask_run(cat: Path, rows: int, n_workers: int | None, args: argparse.Namespace,
+             work: Path) -> str:
+    """Classify ``cat`` into a dataset; on ``n_workers`` Dask workers (None: no Dask)."""
+    out = work / f"out-dask{n_workers}-{rows}"
+    shutil.rmtree(out, ignore_errors=True)
+    py = args.python
+    started: list[subprocess.Popen[str]] = []
+    procs: dict[str, psutil.Process] = {}
+    extra = ["--chunk-size", str(args.dask_chunk)]
+    if n_workers:
+        port = 8786 + 10 * n_workers
+        started.append(subprocess.Popen([py, "-m", "distributed.cli.dask_scheduler", "--host",
+                                         "127.0.0.1", "--port", str(port),
+                                         "--dashboard-address", ":0"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        started.append(subprocess.Popen([py, "-m", "distributed.cli.dask_worker",
+                                         f"tcp://127.0.0.1:{port}", "--nworkers",
+                                         str(n_workers), "--nthreads", "1", "--no-dashboard"],
+                                        cwd=ROOT, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL))
+        procs["workers"] = psutil.Process(started[-1].pid)
+        extra += ["--dask", f"tcp://127.0.0.1:{port}"]
+        from distributed import Client
+
+        time.sleep(2)  # the scheduler's port opens
+        with Client(f"tcp://127.0.0.1:{port}", timeout=120) as c:
+            c.wait_for_workers(n_workers, timeout=300)
+    t0 = time.perf_counter()
+    client = subprocess.Popen([py, "-m", "galmerge", "classify", "--catalog", str(cat),
+                               "--output", f"{out}/", "--quiet", *extra], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs["client"] = psutil.Process(client.pid)
+    sampler = Sampler(procs)
+    output, _ = client.communicate()
+    seconds = time.perf_counter() - t0
+    peak = sampler.stop()
+    for p in reversed(started):
+        p.terminate()
+        p.wait(timeout=60)
+    if client.returncode != 0:
+        raise SystemExit(f"classify failed ({client.returncode}):\n{output[-2000:]}")
+    shutil.rmtree(out, ignore_errors=True)
+    where = f"Dask, {n_workers} worker{'s' * (n_workers > 1)}" if n_workers else "single machine"
+    return (f"| {where} | {rows:,} | {seconds:,.0f} s | {rows / seconds:,.0f} | "
+            f"{peak['client'] / 2**20:,.0f} MiB | "
+            f"{peak.get('workers', 0) / 2**20:,.0f} MiB |")
+
+
 def sizes(text: str) -> list[int]:
     return [int(float(v)) for v in text.split(",") if v.strip()]
 
@@ -177,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=str(ROOT / "models" / "deepmerge-sdss.onnx"))
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--keep", action="store_true", help="keep the output files")
+    parser.add_argument("--dask-sizes", default="", help="row counts for the Dask runs")
+    parser.add_argument("--dask-workers", default="1,2", help="worker counts for the Dask runs")
+    parser.add_argument("--dask-chunk", type=int, default=65536,
+                        help="row group = partition size of the Dask runs' Parquet catalogue")
+    parser.add_argument("--no-local", action="store_true",
+                        help="Dask runs only (no single-machine run beside them)")
     parser.add_argument("classify_args", nargs="*",
                         help="extra classify options after --, e.g. -- --chunk-size 4096")
     args = parser.parse_args(argv)
@@ -197,6 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | {r.rows:,} | {r.classified:,} | {r.seconds:,.0f} s | "
               f"{r.rows_per_s:,.0f} | {r.peak_rss / 2**20:,.0f} MiB | "
               f"{r.out_bytes / 2**20:,.0f} MiB |")
+    if sizes(args.dask_sizes):
+        lines = []
+        for n in sizes(args.dask_sizes):
+            cat = build_parquet(work, n, args.every, 24, args.dask_chunk)
+            for w in [*(() if args.no_local else (None,)), *sizes(args.dask_workers)]:
+                lines.append(dask_run(cat, n, w, args, work))
+                print(lines[-1], flush=True)
+        print("\n| path | rows | wall time | rows/s | client peak RSS | workers' peak RSS |")
+        print("|---|---:|---:|---:|---:|---:|")
+        print("\n".join(lines))
     return 0
 
 

@@ -592,7 +592,8 @@ def _fetch_options(service: str | None, *, release: str | None, layer: str | Non
 @user_errors
 def classify(
     catalog: Annotated[Path, typer.Option(
-        "--catalog", help="Catalogue: CSV, ECSV, FITS, VOTable, Parquet or HDF5 table.")],
+        "--catalog", help="Catalogue: CSV, ECSV, FITS, VOTable, Parquet or HDF5 table, a "
+        "Parquet dataset directory or a HATS catalogue.")],
     model: Annotated[str | None, typer.Option(
         "--model", help="ONNX model (path or name); default: the shipped deepmerge-sdss.onnx "
         "(searched in $GALMERGE_MODELS, the package's galmerge/models, "
@@ -600,9 +601,10 @@ def classify(
     cutouts: Annotated[Path | None, typer.Option(
         "--cutouts", help="Folder of cutout files named by id (any image extension), or an "
         "HDF5 cube from `galmerge simulate`. Without it, the file_loc column is used.")] = None,
-    output: Annotated[Path | None, typer.Option(
+    output: Annotated[str | None, typer.Option(  # str: a trailing / means a dataset
         "--output", "-o", help="Output catalogue; format by extension (.csv .parquet .fits "
-        ".ecsv .vot .h5). Default: <catalogue stem>_scores.<ext> beside the catalogue.")] = None,
+        ".ecsv .vot .h5), or DIR/ for a partitioned Parquet dataset (HATS for HATS input). "
+        "Default: <catalogue stem>_scores.<ext> beside the catalogue.")] = None,
     fmt: Annotated[str | None, typer.Option(
         "--format", help="Catalogue format when the extension does not tell (csv, ecsv, fits, "
         "votable, parquet, hdf5).")] = None,

@@ -36,8 +36,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -326,6 +327,28 @@ def _to_degrees(col: pd.Series, *, hours: bool) -> tuple[np.ndarray, list[str]]:
 
 # --- readers ------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class RowLayout:
+    """How a catalogue's rows lie on disk, for readers that can read any row range.
+
+    A Dask worker reads its own partition through :meth:`CatalogReader.read_rows`
+    (galmerge.inference.partitions plans the partitions from this layout).
+
+    Attributes:
+        read: ``read(lo, hi)`` returns the raw rows ``lo .. hi-1`` (global row numbers).
+        blocks: row counts of the units a partition is made of, in order (Parquet
+            row groups, the files of a dataset); None when any row range reads
+            equally well (FITS byte ranges, HDF5 slices).
+        file_ends: indices of the blocks that end a file: a partition never spans files.
+        whole: every block is its own partition (a HATS pixel file).
+    """
+
+    read: Callable[[int, int], pd.DataFrame]
+    blocks: tuple[int, ...] | None = None
+    file_ends: frozenset[int] = frozenset()
+    whole: bool = False
+
+
 @dataclass
 class CatalogReader:
     """A catalogue opened for chunked reading.
@@ -341,6 +364,9 @@ class CatalogReader:
         note: how this format is read (shown with ``--verbose`` and in docs).
         meta: the columns' units, UCDs, descriptions, formats and the table's meta.
         warnings: what the reader changed (renamed columns), for the run summary.
+        layout: row ranges this reader can read directly (:class:`RowLayout`), or None
+            (text tables, VOTables, compressed files: read front to back).
+        extra: what a reader of a directory knows besides (HATS: the pixels).
     """
 
     path: Path
@@ -352,6 +378,26 @@ class CatalogReader:
     _impl: Any = field(default=None, repr=False)
     meta: TableMeta = field(default_factory=TableMeta)
     warnings: list[str] = field(default_factory=list)
+    layout: RowLayout | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    _post: Callable[[pd.DataFrame], pd.DataFrame] | None = field(default=None, repr=False)
+
+    def _shape(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Raw rows as :meth:`chunks` gives them: the reader's column names, derived columns."""
+        if self._post is not None:
+            frame = frame.copy()
+            frame.columns = self.columns[:len(frame.columns)]
+            frame = self._post(frame)
+        if len(frame.columns) == len(self.columns):
+            frame.columns = self.columns
+        return frame.reset_index(drop=True)
+
+    def read_rows(self, lo: int, hi: int) -> pd.DataFrame:
+        """Rows ``lo .. hi-1`` exactly as :meth:`chunks` gives them (needs a :attr:`layout`)."""
+        if self.layout is None:
+            raise GalmergeError(f"{self.path}: {self.format} rows cannot be read by range",
+                                hint="convert the catalogue to Parquet")
+        return self._shape(self.layout.read(lo, hi))
 
     def chunks(self, chunk_size: int, *, limit: int | None = None
                ) -> Iterator[tuple[int, pd.DataFrame]]:
@@ -364,9 +410,8 @@ class CatalogReader:
                 continue
             if limit is not None and start + len(frame) > limit:
                 frame = frame.iloc[: max(0, limit - start)]
-            if len(frame.columns) == len(self.columns):
-                frame.columns = self.columns
-            yield start, frame.reset_index(drop=True)
+            frame = self._shape(frame)
+            yield start, frame
             start += len(frame)
             if limit is not None and start >= limit:
                 break
@@ -419,15 +464,10 @@ def _with_designation_coordinates(reader: CatalogReader) -> CatalogReader:
                    and looks_like_designations(sample[c])), None)
     if source is None:
         return reader
-    impl = reader._impl
-
-    def gen_with_coordinates(chunk_size: int) -> Iterator[pd.DataFrame]:
-        for frame in impl(chunk_size):
-            frame = frame.copy()
-            frame.columns = reader.columns[:len(frame.columns)]
-            ra, dec = designation_degrees(pd.Series(text_values(frame[source])))
-            frame[DERIVED_RA], frame[DERIVED_DEC] = ra, dec
-            yield frame
+    def with_coordinates(frame: pd.DataFrame) -> pd.DataFrame:
+        ra, dec = designation_degrees(pd.Series(text_values(frame[source])))
+        frame[DERIVED_RA], frame[DERIVED_DEC] = ra, dec
+        return frame
 
     how = ("centre of the interval the IAU name truncates to (see "
            "galmerge.inference.coordinates)")
@@ -438,7 +478,7 @@ def _with_designation_coordinates(reader: CatalogReader) -> CatalogReader:
                                 description=f"Dec (J2000) from the designation in {source}: "
                                             f"{how}")})
     reader.columns = [*reader.columns, DERIVED_RA, DERIVED_DEC]
-    reader._impl = gen_with_coordinates
+    reader._post = with_coordinates
     reader.warnings.append(f"no RA/Dec columns: coordinates derived from the IAU designations in "
                            f"column {source!r} (columns {DERIVED_RA}, {DERIVED_DEC}; names "
                            "truncate, the centre of each truncated interval is used)")
@@ -682,6 +722,7 @@ def _open_fits(p: Path) -> CatalogReader:
     if tf.compression(p) is not None:  # .fits.gz: astropy decompresses the whole table
         return CatalogReader(p, "fits", names, n, note="compressed: decompressed whole",
                              _impl=_fits_memmap_chunks(p, table_hdu), meta=meta)
+    layout = RowLayout(_fits_memmap_rows(p, table_hdu))
     rowlen = int(header["NAXIS1"])
     data_loc = int(info["datLoc"])
     size = p.stat().st_size
@@ -695,7 +736,8 @@ def _open_fits(p: Path) -> CatalogReader:
     else:
         gen = _fits_byte_chunks(p, header, data_loc, rowlen, n)
         note = "rows read by byte range"
-    return CatalogReader(p, "fits", names, n, note=note, _impl=gen, meta=meta)
+        layout = RowLayout(_fits_byte_rows(p, header, data_loc, rowlen))
+    return CatalogReader(p, "fits", names, n, note=note, _impl=gen, meta=meta, layout=layout)
 
 
 def _fits_meta(header: Any, names: list[str]) -> TableMeta:
@@ -715,28 +757,55 @@ def _card(header: Any, key: str) -> str | None:
     return str(value).strip() or None if value is not None else None
 
 
-def _fits_byte_chunks(p: Path, header: Any, data_loc: int, rowlen: int, n: int) -> Any:
+def _fits_rows_from(fh: IO[bytes], header: Any, data_loc: int, rowlen: int, start: int,
+                    k: int) -> pd.DataFrame:
+    """Rows ``start .. start+k-1`` of a FITS table, read from ``fh`` by byte range."""
     from astropy.io import fits
     from astropy.table import Table
 
+    fh.seek(data_loc + start * rowlen)
+    data = fh.read(k * rowlen)
+    h = header.copy()
+    h["NAXIS2"] = k
+    blob = h.tostring().encode("ascii") + data + b"\0" * ((-len(data)) % 2880)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # uint=True: TZERO-offset (unsigned) integers stay exact, never float
+        kind = (fits.BinTableHDU if header.get("XTENSION", "").strip() ==
+                "BINTABLE" else fits.TableHDU)
+        table = Table.read(kind.fromstring(blob, uint=True))
+    return table_to_frame(table)
+
+
+def _fits_byte_chunks(p: Path, header: Any, data_loc: int, rowlen: int, n: int) -> Any:
     def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
         with p.open("rb") as fh:
             for start in range(0, n, chunk_size):
-                k = min(chunk_size, n - start)
-                fh.seek(data_loc + start * rowlen)
-                data = fh.read(k * rowlen)
-                h = header.copy()
-                h["NAXIS2"] = k
-                blob = h.tostring().encode("ascii") + data + b"\0" * ((-len(data)) % 2880)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    # uint=True: TZERO-offset (unsigned) integers stay exact, never float
-                    kind = (fits.BinTableHDU if header.get("XTENSION", "").strip() ==
-                            "BINTABLE" else fits.TableHDU)
-                    table = Table.read(kind.fromstring(blob, uint=True))
-                yield table_to_frame(table)
+                yield _fits_rows_from(fh, header, data_loc, rowlen, start,
+                                      min(chunk_size, n - start))
 
     return gen
+
+
+def _fits_byte_rows(p: Path, header: Any, data_loc: int, rowlen: int
+                    ) -> Callable[[int, int], pd.DataFrame]:
+    def read(lo: int, hi: int) -> pd.DataFrame:
+        with p.open("rb") as fh:
+            return _fits_rows_from(fh, header, data_loc, rowlen, lo, hi - lo)
+
+    return read
+
+
+def _fits_memmap_rows(p: Path, index: int) -> Callable[[int, int], pd.DataFrame]:
+    from astropy.table import Table
+
+    def read(lo: int, hi: int) -> pd.DataFrame:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = Table.read(p, hdu=index, memmap=True)
+        return table_to_frame(table[lo:hi])
+
+    return read
 
 
 def _fits_memmap_chunks(p: Path, index: int) -> Any:
@@ -875,9 +944,39 @@ def _open_parquet(p: Path) -> CatalogReader:
         except (pa.ArrowInvalid, OSError) as exc:
             raise _unparseable(p, "Parquet", exc) from None
 
+    md = pf.metadata
+    blocks = tuple(md.row_group(i).num_rows for i in range(md.num_row_groups))
+    layout = RowLayout(parquet_rows(p, blocks), blocks=blocks)
     return CatalogReader(p, "parquet", names, pf.metadata.num_rows,
                          note="streamed with pyarrow iter_batches", _impl=gen,
-                         meta=_arrow_meta(pf.schema_arrow))
+                         meta=_arrow_meta(pf.schema_arrow), layout=layout)
+
+
+def parquet_rows(p: Path, blocks: tuple[int, ...]) -> Callable[[int, int], pd.DataFrame]:
+    """``read(lo, hi)``: rows of one Parquet file, reading only the row groups that hold them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ends = np.cumsum(blocks)
+    last_read: dict[tuple[int, int], Any] = {}  # the row groups read last (pieces of one)
+    lock = threading.Lock()
+
+    def read(lo: int, hi: int) -> pd.DataFrame:
+        first = int(np.searchsorted(ends, lo, side="right"))
+        last = int(np.searchsorted(ends, hi - 1, side="right"))
+        offset = int(ends[first - 1]) if first else 0
+        with lock:
+            table = last_read.get((first, last))
+            if table is None:
+                try:
+                    table = pq.ParquetFile(p).read_row_groups(list(range(first, last + 1)))
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise _unparseable(p, "Parquet", exc) from None
+                last_read.clear()
+                last_read[(first, last)] = table
+        return arrow_to_frame(table.slice(lo - offset, hi - lo))
+
+    return read
 
 
 def _arrow_meta(schema: Any) -> TableMeta:
@@ -955,8 +1054,14 @@ def _open_hdf5(p: Path) -> CatalogReader:
             for start in range(0, n, chunk_size):
                 yield table_to_frame(Table(d[start:start + chunk_size]))
 
+    def read(lo: int, hi: int) -> pd.DataFrame:
+        from astropy.table import Table
+
+        with h5py.File(p, "r") as f:
+            return table_to_frame(Table(f[path][lo:hi]))
+
     return CatalogReader(p, "hdf5", names, n, note=f"h5py slices of {path!r}", _impl=gen,
-                         meta=meta or TableMeta())
+                         meta=meta or TableMeta(), layout=RowLayout(read))
 
 
 def read_catalog(path: str | Path, fmt: str | None = None) -> pd.DataFrame:

@@ -1,15 +1,21 @@
-"""Run `galmerge classify` on a Dask cluster: the same chunks, the same part files.
+"""Run `galmerge classify` on a Dask cluster: the same partitions, the same part files.
 
-The local runner (:func:`galmerge.inference.pipeline.classify_catalog`) streams
-catalogue chunks and writes chunk ``k`` as part file ``k``; it then assembles
-the parts in order. :class:`DaskRunner` replaces only the middle step: each
-chunk becomes one Dask task that calls the same
-:func:`~galmerge.inference.pipeline.classify_chunk` on a worker and writes the
-same part file there. So the output is identical to a local run, in content and
-order, and
+The local runner (:func:`galmerge.inference.pipeline.classify_catalog`) reads
+catalogue partitions (or chunks) and writes partition ``k`` as part file ``k``;
+it then assembles the parts in order (or finishes a partitioned output).
+:class:`DaskRunner` replaces only the middle step. Where the catalogue can be
+read by row range (Parquet files and datasets, HATS pixels, FITS, HDF5: see
+:mod:`galmerge.inference.partitions`) a task carries only the partition's
+*address* (:class:`~galmerge.inference.partitions.Partition`): the worker opens
+the catalogue itself, reads its rows, classifies them with the same
+:func:`~galmerge.inference.pipeline.classify_rows` and writes the part file, so
+the client reads no rows and its memory and network stay flat. Other formats
+(CSV, VOTable, compressed files) are read on the client and each chunk travels
+with its task, as before. Either way the output is identical to a local run, in
+content and order, and
 
 * a worker that dies mid-run loses nothing: the scheduler still holds the task
-  (its chunk travels with it) and reruns it on another worker; the part writer
+  (its address or chunk travels with it) and reruns it on another worker; the part writer
   is atomic (temporary file + rename) and idempotent, so a chunk written twice
   is written identically and never half;
 * each worker process opens the ONNX model once: a
@@ -40,6 +46,7 @@ import pandas as pd
 from galmerge.errors import GalmergeError
 from galmerge.inference.catalog import Columns
 from galmerge.inference.cutouts import CutoutSource
+from galmerge.inference.partitions import Partition
 
 __all__ = [
     "ChunkTask",
@@ -57,8 +64,8 @@ try:  # the plugin must be a WorkerPlugin for Client.register_plugin; Dask is op
 except ImportError:  # pragma: no cover - without the dask extra, DaskRunner says so
     WorkerPlugin = object  # type: ignore[misc, assignment]
 
-#: A chunk to classify: (part number k, first row number, rows).
-ChunkTask = tuple[int, int, pd.DataFrame]
+#: A chunk to classify: (part number k, first row number, rows), or a partition's address.
+ChunkTask = tuple[int, int, pd.DataFrame] | Partition
 ProgressFn = Callable[[str, int], None]
 
 
@@ -80,6 +87,7 @@ class ContextSpec:
         cwd: the client's working directory.
         source: a cutout source to copy to each worker instead of local files
             (it must be picklable; it is closed on the worker at the end).
+        catalog: the catalogue (file or directory) that workers read partitions of.
     """
 
     run_id: str
@@ -89,6 +97,7 @@ class ContextSpec:
     base_dir: str
     cwd: str
     source: CutoutSource | None = None
+    catalog: str = ""
 
     def path(self, value: str) -> str:
         """``value`` as this process must open it."""
@@ -112,6 +121,7 @@ class ClassifyContextPlugin(WorkerPlugin):  # type: ignore[misc, valid-type]
         self.ctx: Any = None
         self.own_cache: Any = None
         self.threads = 1
+        self._reader: Any = None
 
     def setup(self, worker: Any) -> None:
         """Remember how many task threads this worker runs (for ORT's thread count)."""
@@ -152,6 +162,16 @@ class ClassifyContextPlugin(WorkerPlugin):  # type: ignore[misc, valid-type]
         return self.ctx
 
 
+    def reader(self) -> Any:
+        """The catalogue opened on this worker (once; only its metadata is read)."""
+        if self._reader is None:
+            from galmerge.inference.partitions import open_input
+
+            self._reader = open_input(self.spec.path(self.spec.catalog),
+                                      self.spec.options.format)
+        return self._reader
+
+
 def plugin_name(run_id: str) -> str:
     """Name of a run's worker plugin."""
     return f"galmerge-classify-{run_id}"
@@ -174,6 +194,26 @@ def classify_part(run_id: str, k: int, start: int, chunk: pd.DataFrame, work: st
     frame = classify_chunk(chunk, start, ctx)
     write_part(frame, Path(work), k)
     return k, len(frame), sorted(ctx.warnings)
+
+
+def classify_partition(run_id: str, part: Partition, work: str) -> tuple[int, int, list[str]]:
+    """The Dask task for an address: read partition ``part`` here, classify, write its part.
+
+    A partition whose file cannot be read (a reason that will not go away) gives
+    its rows the status ``unreadable`` instead of failing the run. Idempotent.
+    """
+    from distributed import get_worker
+
+    from galmerge.inference.partitions import read_partition_safely
+    from galmerge.inference.pipeline import classify_rows
+    from galmerge.inference.writers import write_part
+
+    plugin = cast(ClassifyContextPlugin, get_worker().plugins[plugin_name(run_id)])
+    ctx = plugin.context()
+    rows = read_partition_safely(plugin.reader(), part)
+    frame = classify_rows(rows, part.start, ctx)
+    write_part(frame, Path(work), part.k)
+    return part.k, len(frame), sorted(ctx.warnings)
 
 
 def _parse_resources(text: str | None) -> dict[str, float]:
@@ -272,11 +312,8 @@ class DaskRunner:
             try:
                 pending = as_completed()
                 submitted = 0
-                for k, start, chunk in tasks:
-                    pending.add(client.submit(
-                        classify_part, spec.run_id, k, start, chunk, str(work),
-                        key=f"galmerge-part-{spec.run_id}-{k:06d}",
-                        resources=self.resources or None, pure=False))
+                for task in tasks:
+                    pending.add(self._submit(client, spec.run_id, task, work))
                     submitted += 1
                     while pending.count() >= window:
                         self._collect(next(pending), warnings, progress)
@@ -286,6 +323,16 @@ class DaskRunner:
                 with contextlib.suppress(Exception):
                     client.unregister_worker_plugin(name)
         return sorted(warnings)
+
+    def _submit(self, client: Any, run_id: str, task: ChunkTask, work: Path) -> Any:
+        """One task: a partition's address, or a chunk with its rows."""
+        if isinstance(task, Partition):
+            fn, args, k = classify_partition, (run_id, task, str(work)), task.k
+        else:
+            k, start, chunk = task
+            fn, args = classify_part, (run_id, k, start, chunk, str(work))
+        return client.submit(fn, *args, key=f"galmerge-part-{run_id}-{k:06d}",
+                             resources=self.resources or None, pure=False)
 
     @staticmethod
     def _collect(future: Any, warnings: set[str], progress: ProgressFn | None) -> None:

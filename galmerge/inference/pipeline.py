@@ -51,7 +51,6 @@ from galmerge.inference.catalog import (
     Columns,
     find_columns,
     id_strings,
-    open_catalog,
     parse_coordinates,
     text_values,
 )
@@ -61,6 +60,7 @@ from galmerge.inference.cutouts import (
     BAD_MODEL_OUTPUT,
     FETCH_FAILED,
     OK,
+    UNREADABLE,
     Cutout,
     CutoutRequest,
     CutoutSource,
@@ -69,9 +69,26 @@ from galmerge.inference.cutouts import (
     failure_status,
     model_limits,
 )
+from galmerge.inference.dataset_writer import (
+    DATASET_FORMAT,
+    check_dataset_output,
+    check_dataset_spares_inputs,
+    default_dataset_output,
+    finish_dataset,
+    is_dataset_output,
+)
 from galmerge.inference.engine import DEFAULT_BATCH_SIZE, OnnxClassifier, available_cpus
 from galmerge.inference.fetch import FetchOptions, Prefetcher, chunk_requests, row_scales
+from galmerge.inference.hats_io import HATS_FORMAT
 from galmerge.inference.model_checks import invalid_scores
+from galmerge.inference.partitions import (
+    Partition,
+    UnreadablePartition,
+    input_fingerprint,
+    open_input,
+    partition_chunks,
+    plan_partitions,
+)
 from galmerge.inference.paths import check_outputs_spare_inputs, file_loc_collision
 from galmerge.inference.preprocess import DEFAULT_BLANK_THRESHOLD, prepare_cutout, prepare_stack
 from galmerge.inference.scoring import (
@@ -345,6 +362,23 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
     return _result_frame(chunk, p, status, detail, ctx)
 
 
+def classify_rows(rows: pd.DataFrame | UnreadablePartition, start_row: int,
+                  ctx: ClassifyContext, *, progress: ProgressFn | None = None) -> pd.DataFrame:
+    """:func:`classify_chunk`; the rows of an unreadable partition get status ``unreadable``.
+
+    Those rows keep the catalogue's columns (null: they could not be read) and the
+    message naming the file and rows, so the output still has one row per input row.
+    """
+    if not isinstance(rows, UnreadablePartition):
+        return classify_chunk(rows, start_row, ctx, progress=progress)
+    n = len(rows)
+    chunk = pd.DataFrame({c: pd.Series([None] * n, dtype=object) for c in rows.columns})
+    if progress is not None:
+        progress("rows", n)
+    return _result_frame(chunk, RowScores.empty(n), np.full(n, UNREADABLE, dtype=object),
+                         np.full(n, rows.message, dtype=object), ctx)
+
+
 def _batches(requests: list[CutoutRequest], ctx: ClassifyContext,
              record: Callable[[int, str, str], None]) -> Iterator[tuple[list[int], np.ndarray,
                                                                         int]]:
@@ -504,8 +538,19 @@ def service_source(options: ClassifyOptions, convention: Any) -> CutoutSource | 
 
 
 def _pending(run: ClassifyRun, progress: ProgressFn | None
-             ) -> Iterator[tuple[int, int, pd.DataFrame]]:
-    """The chunks a runner must classify; reused (resumed) chunks only count as progress."""
+             ) -> Iterator[tuple[int, int, pd.DataFrame] | Partition]:
+    """What a runner must classify: partitions (addresses; workers read their own rows)
+    where the catalogue has them, else chunks; reused (resumed) ones only count as progress."""
+    if run.plan is not None:
+        for part in run.plan:
+            if run.resuming and _part_reusable(part_path(run.work, part.k), part.rows):
+                run.reused += 1
+                if progress is not None:
+                    progress("rows", part.rows)
+                continue
+            yield part
+        run.n_chunks = len(run.plan)
+        return
     for k, start, chunk, done in run.chunks():
         if done:
             if progress is not None:
@@ -521,7 +566,7 @@ def worker_spec(model_path: Path, columns: Columns, options: ClassifyOptions, ca
 
     return ContextSpec(run_id=new_run_id(), model=str(model_path), columns=columns,
                        options=options, base_dir=str(catalog.parent), cwd=os.getcwd(),
-                       source=source)
+                       source=source, catalog=str(catalog))
 
 
 # --- model location -------------------------------------------------------------------------
@@ -764,7 +809,7 @@ class ClassifyRun:
                  source: CutoutSource | None = None) -> None:
         opts = options or ClassifyOptions()
         cat = Path(catalog)
-        reader = open_catalog(cat, opts.format)
+        reader = open_input(cat, opts.format)
         cols = find_columns(reader.columns, where=str(cat), id_col=opts.id_col,
                             ra_col=opts.ra_col, dec_col=opts.dec_col,
                             file_loc_col=opts.file_loc_col, meta=reader.meta)
@@ -784,13 +829,21 @@ class ClassifyRun:
                 f"{cat}: rows have coordinates ({cols.ra}, {cols.dec}) but no file_loc column "
                 "and no --cutouts, so there is nothing to read cutouts from",
                 hint="pass --cutouts DIR or add a file_loc column")
-        out = Path(output) if output is not None else default_output(cat, reader.format)
-        check_output(out)
-        fmt = output_format(out)
-        check_output_columns(out, fmt, len(reader.columns) + len(RESULT_COLUMNS))
+        self.dataset = is_dataset_output(output, cat)
+        if self.dataset:  # partitioned output: a Parquet dataset, or HATS for HATS input
+            out = Path(output) if output is not None else default_dataset_output(cat)
+            check_dataset_output(out)
+            fmt = HATS_FORMAT if reader.format == HATS_FORMAT else DATASET_FORMAT
+        else:
+            out = Path(output) if output is not None else default_output(cat, reader.format)
+            check_output(out)
+            fmt = output_format(out)
+            check_output_columns(out, fmt, len(reader.columns) + len(RESULT_COLUMNS))
         self.catalog, self.reader, self.columns, self.options = cat, reader, cols, opts
         self.output, self.format = out, fmt
         self.work = out.with_name(out.name + ".parts")
+        #: partitions (row ranges any process can read), or None: chunks read in order
+        self.plan = plan_partitions(reader, opts.chunk_size, opts.limit)
         model_path = resolve_model(model)
         self._check_inputs_spared(model_path)
         # A batch never spans chunks, so larger batches would only pad (and allocate).
@@ -806,7 +859,8 @@ class ClassifyRun:
             "galmerge_version": __version__,
             "created": run_date(),
             "command": _normalised_command(command),
-            "catalog": {"path": str(cat), "format": reader.format, **catalog_fingerprint(cat)},
+            "catalog": {"path": str(cat), "format": reader.format,
+                        **input_fingerprint(cat, catalog_fingerprint)},
             "model": {"name": clf.name, "file": clf.path.name, "sha256": clf.sha256,
                       "placeholder": clf.placeholder},
             "settings": opts.result_settings(),
@@ -849,6 +903,8 @@ class ClassifyRun:
         outs = self.outputs()
         check_outputs_spare_inputs(outs, self.inputs(model_path), work=self.work,
                                    hint="choose another --output")
+        if self.dataset:
+            check_dataset_spares_inputs(self.output, self.inputs(model_path))
         col = self.columns.file_loc
         if col is None:
             return
@@ -914,8 +970,9 @@ class ClassifyRun:
     def chunks(self) -> Iterator[tuple[int, int, pd.DataFrame, bool]]:
         """Every chunk as ``(k, start_row, frame, done)``; ``done`` when resumed from a part."""
         self.n_chunks = 0
-        for k, (start, frame) in enumerate(self.reader.chunks(self.options.chunk_size,
-                                                              limit=self.options.limit)):
+        pieces = (partition_chunks(self.reader, self.plan) if self.plan is not None else
+                  self.reader.chunks(self.options.chunk_size, limit=self.options.limit))
+        for k, (start, frame) in enumerate(pieces):
             self.n_chunks = k + 1
             done = self.resuming and _part_reusable(part_path(self.work, k), len(frame))
             if done:
@@ -949,6 +1006,14 @@ class ClassifyRun:
         if self.scoring.pending:  # --merger-fraction estimate: two passes over the parts
             self.scoring = finalise_parts([part_path(self.work, k) for k in range(n)],
                                           self.scoring, lambda f, k: self.write_part(k, f))
+        if self.dataset:
+            pixels = [p.pixel for p in self.plan or () if p.pixel is not None]
+            result = finish_dataset(self.work, [part_path(self.work, k) for k in range(n)],
+                                    self.output, self.metadata(), input_format=self.reader.format,
+                                    pixels=pixels if len(pixels) == n else None,
+                                    source=self.catalog)
+            self.__exit__()
+            return result
         result = assemble([part_path(self.work, k) for k in range(n)], self.output,
                           meta=self.metadata(), id_col=self.columns.id,
                           text_columns=self.reader.text_columns,
@@ -1018,10 +1083,11 @@ def classify_catalog(
                     if progress is not None:
                         progress("rows", len(chunk))
                     continue
-                if prefetcher is not None and upcoming is not None and not upcoming[3]:
+                if prefetcher is not None and upcoming is not None and not upcoming[3] \
+                        and isinstance(upcoming[2], pd.DataFrame):
                     # The next chunk's cutouts stream into the cache while this one runs.
                     prefetcher.submit(_fetch_requests(upcoming[2], upcoming[1], ctx))
-                run.write_part(k, classify_chunk(chunk, start, ctx, progress=progress))
+                run.write_part(k, classify_rows(chunk, start, ctx, progress=progress))
             asm = run.finish(progress=(lambda n: progress("assemble", n)) if progress else None)
     finally:
         if prefetcher is not None:
