@@ -464,8 +464,14 @@ def blank_fraction(pixels: np.ndarray, *, any_band: bool = False) -> float:
     for calibrated flux, where an exact zero means "no data", e.g. a DR3 cutout
     with g and r missing over most of its area).
     """
-    dead = pixels == 0
-    if not np.issubdtype(pixels.dtype, np.integer):
-        dead |= ~np.isfinite(pixels)
-    per_pixel = dead.any(axis=0) if any_band else dead.all(axis=0)
-    return float(per_pixel.mean())
+    integer = np.issubdtype(pixels.dtype, np.integer)
+    combine = np.logical_or if any_band else np.logical_and
+    per_pixel = None
+    for band in pixels:  # plane by plane: a decoded JPEG is interleaved, axis 0 has stride 1
+        dead = band == 0
+        if not integer:
+            dead |= ~np.isfinite(band)
+        per_pixel = dead if per_pixel is None else combine(per_pixel, dead, out=per_pixel)
+    if per_pixel is None or per_pixel.size == 0:
+        return float("nan")  # no pixels: as the mean of nothing was before
+    return float(np.count_nonzero(per_pixel) / per_pixel.size)
