@@ -31,6 +31,7 @@ Usage (hold the CPU lock)::
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import platform
 import subprocess
@@ -58,9 +59,10 @@ from galmerge.data.images import (  # noqa: E402
 from galmerge.export import export_onnx, sdss_example_convention  # noqa: E402
 from galmerge.inference.cutouts import OK, Cutout, CutoutRequest, LocalFileSource  # noqa: E402
 from galmerge.inference.engine import OnnxClassifier  # noqa: E402
+from galmerge.inference.ood import ood_flags  # noqa: E402
 from galmerge.inference.pipeline import ClassifyOptions, classify_catalog  # noqa: E402
 from galmerge.inference.preprocess import prepare_cutout  # noqa: E402
-from galmerge.inference.views import VIEW_CHOICES, score_views  # noqa: E402
+from galmerge.inference.views import DEFAULT_VIEWS, VIEW_CHOICES, score_views  # noqa: E402
 
 EXAMPLE = ROOT / "catalogs" / "sdss_example"
 SHARED = Path(os.environ.get("GALMERGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -197,33 +199,69 @@ def _decode(data: bytes, path: Path) -> Cutout:
 
 
 def stages(files: list[Path], onnx_path: Path, batch: int) -> dict[str, float]:
-    """Milliseconds per row of each stage, one after the other on one thread (best of 3)."""
+    """CPU milliseconds per row of each stage, one after the other on one thread (best of 3).
+
+    CPU time of this thread (ONNX Runtime with 1 thread runs in it), so that other jobs on a
+    shared machine slow the run down but change the shares little. "OOD/uncertainty" is what
+    the issue-11 defaults add to the model: the second (mirrored) view and the OOD statistics;
+    "write" is the result columns of a chunk written as CSV.
+    """
     conv = sdss_example_convention()
     clf = OnnxClassifier(onnx_path, device="cpu", batch_size=batch, threads=1)
     best: dict[str, float] = {}
+    clock = time.thread_time
     for _ in range(3):
         t: dict[str, float] = {"read": 0.0, "decode": 0.0, "crop/convention/resize": 0.0}
         imgs = []
         for f in files:
-            t0 = time.perf_counter()
+            t0 = clock()
             data = f.read_bytes()
-            t1 = time.perf_counter()
+            t1 = clock()
             cut = _decode(data, f)
-            t2 = time.perf_counter()
+            t2 = clock()
             st, _, img = prepare_cutout(cut, conv)
-            t3 = time.perf_counter()
+            t3 = clock()
             assert st == OK and img is not None
             imgs.append(img)
             t["read"] += t1 - t0
             t["decode"] += t2 - t1
             t["crop/convention/resize"] += t3 - t2
         x = np.stack(imgs)[np.arange(batch) % len(imgs)]
-        t0 = time.perf_counter()
-        clf.run_batch(x)
-        t["model (1 thread)"] = (time.perf_counter() - t0) / batch * len(files)
+        per_file = len(files) / batch
+        t0 = clock()
+        p = clf.run_batch(x)
+        t1 = clock()
+        _, spread = score_views(clf.run_batch, x, DEFAULT_VIEWS)
+        t2 = clock()
+        ood_flags(x, conv.pixel_convention)
+        t3 = clock()
+        frame = pd.DataFrame({"objid": [str(587700000000000000 + i) for i in range(batch)],
+                              "p_merger": p, "p_merger_raw": p, "p_merger_spread": spread,
+                              "is_merger": p > 0.5, "ood": False, "status": "ok",
+                              "status_detail": ""})
+        frame.to_csv(io.StringIO(), index=False)
+        t4 = clock()
+        t["model (1 view)"] = (t1 - t0) * per_file
+        t["OOD/uncertainty (2nd view + OOD)"] = ((t2 - t1) - (t1 - t0) + (t3 - t2)) * per_file
+        t["write (CSV)"] = (t4 - t3) * per_file
         for k, v in t.items():
             best[k] = min(best.get(k, np.inf), v / len(files) * 1e3)
     return best
+
+
+def uncertainty_cost(clf: OnnxClassifier, x: np.ndarray, convention: str
+                     ) -> dict[str, list[float]]:
+    """images/s per batch (the run's threads): model only, the default two views, and the
+    two views + the OOD statistics (what classify does per batch); 3 interleaved rounds."""
+    n = len(x)
+    out: dict[str, list[float]] = {"model": [], "views": [], "views+ood": []}
+    for _ in range(3):
+        out["model"].append(rate(lambda: (clf.run_batch(x), n)[1], repeats=1))
+        out["views"].append(rate(lambda: (score_views(clf.run_batch, x, DEFAULT_VIEWS), n)[1],
+                                 repeats=1))
+        out["views+ood"].append(rate(lambda: (score_views(clf.run_batch, x, DEFAULT_VIEWS),
+                                              ood_flags(x, convention), n)[2], repeats=1))
+    return out
 
 
 def _read_prepare(path: str) -> np.ndarray | None:
@@ -352,6 +390,8 @@ def main() -> None:
         st_j = stages(jpegs[:100], onnx_path, args.batch)
         st_f = stages(fits, onnx_path, args.batch)
         par = decode_parallelism(jpegs, 400)
+        clf = OnnxClassifier(onnx_path, device="cpu", batch_size=args.batch, threads=args.threads)
+        unc = uncertainty_cost(clf, model_ready(jpegs, args.batch), conv.pixel_convention)
         q8 = int8_vs_fp32(onnx_path, tmp, args.batch, args.threads) if args.int8 else None
 
     busy1, mine1 = cpu_seconds()
@@ -376,6 +416,7 @@ def main() -> None:
     lines += ["", "Read + decode + crop/resize of the JPEG files without the model "
               "(400 rows, best of 2):", "", "| workers | rows/s |", "|---|---:|"]
     lines += [f"| {name} | {r:,.0f} |" for name, r in par]
+    lines += uncertainty_lines(unc, args)
     if q8 is not None:
         fp, i8 = q8
         lines += ["", f"int8 (ONNX Runtime dynamic quantization, QInt8 weights) vs fp32, model "
@@ -428,10 +469,33 @@ def e2e_lines(e2e: dict[str, list[float]], args: argparse.Namespace, n_jpeg: int
     ]
 
 
+def model_ready(files: list[Path], batch: int) -> np.ndarray:
+    """A batch of real model inputs (the JPEGs, prepared, tiled)."""
+    conv = sdss_example_convention()
+    prepared = np.stack([prepare(read_image(f).pixels, conv.size, conv.crop_fraction)
+                         for f in files[:64]])
+    return np.ascontiguousarray(prepared[np.arange(batch) % len(prepared)])
+
+
+def uncertainty_lines(unc: dict[str, list[float]], args: argparse.Namespace) -> list[str]:
+    m = max(unc["model"])
+    out = ["", f"Cost of the issue-11 defaults per batch of {args.batch} ({args.threads} ORT "
+               "threads, best of 3 interleaved rounds):", "",
+           "| model work per batch | images/s (best) | cost vs model only |", "|---|---:|---:|"]
+    for k, label in (("model", "model only (one view)"),
+                     ("views", "default two views (`p_merger_spread`)"),
+                     ("views+ood", "two views + OOD statistics (classify's default)")):
+        out.append(f"| {label} | {max(unc[k]):,.0f} | {m / max(unc[k]):.2f}× |")
+    worst = m / max(unc["views+ood"])
+    out += ["", f"Issue 11 budget, default uncertainty ≤ 2× model-only: "
+                f"{'met' if worst <= 2 else 'MISSED'} ({worst:.2f}×)."]
+    return out
+
+
 def stage_lines(st_j: dict[str, float], st_f: dict[str, float], n_j: int, n_f: int,
                 batch: int) -> list[str]:
-    out = ["", f"Where a row's time goes, one stage after the other on one thread (ms per row, "
-               f"best of 3; {n_j} JPEG files, {n_f} FITS files; model at batch {batch}, "
+    out = ["", f"Where a row's time goes, one stage after the other on one thread (CPU ms per "
+               f"row, best of 3; {n_j} JPEG files, {n_f} FITS files; model at batch {batch}, "
                "1 ORT thread):", "",
            "| stage | JPEG ms/row | JPEG share | FITS ms/row | FITS share |",
            "|---|---:|---:|---:|---:|"]

@@ -317,7 +317,9 @@ def _reorder(
             f"the model expects {len(want)} ({','.join(want)})"
         )
     if not have or tuple(have) == tuple(want) or lenient:
-        return pixels.astype(np.float32, copy=False)
+        # Contiguous (C, H, W): astype keeps a decoded JPEG's interleaved layout, and the
+        # resize would copy it again (issue 13).
+        return np.ascontiguousarray(pixels, dtype=np.float32)
     if sorted(have) != sorted(want):
         raise GalmergeError(
             f"{where}: bands {','.join(have)} do not match the model's {','.join(want)}"

@@ -34,7 +34,7 @@ from galmerge.inference.calibration import (
     shift_prior,
 )
 from galmerge.inference.engine import OnnxClassifier
-from galmerge.inference.ood import fit_ood_ranges, ood_flags
+from galmerge.inference.ood import fit_ood_ranges, image_statistics, ood_flags
 from galmerge.inference.views import apply_view, score_views
 
 TOY_CONV = ModelConvention(pixel_convention=FLUX_LINEAR, bands=("g", "r", "z"), size=8,
@@ -247,6 +247,46 @@ def test_ood_flags_planted_cases_and_no_real_galaxy(example_dir: Path, decals_di
     assert "flat" in why[0] and "correlation" in why[1] and "saturated" in why[2]
     assert "0-1 image" in why[3]
     assert "outside the training range" in why_r[4]
+
+
+def _reference_statistics(images: np.ndarray) -> np.ndarray:
+    """The whole-batch float64 implementation before issue 13 (reference only)."""
+    x = np.asarray(images, dtype=np.float32)
+    n, c = x.shape[:2]
+    flat = x.reshape(n, -1)
+    mean = flat.mean(axis=1, dtype=np.float64)
+    std = flat.std(axis=1, dtype=np.float64)
+    top = flat.max(axis=1)
+    tol = 1e-6 * np.maximum(1.0, np.abs(top))
+    plateau = np.count_nonzero(flat >= (top - tol)[:, None], axis=1) / flat.shape[1]
+    d = x - mean.astype(np.float32)[:, None, None, None]
+    num = (d[..., :, 1:] * d[..., :, :-1]).reshape(n, -1).sum(axis=1, dtype=np.float64)
+    den = (d * d).reshape(n, -1).sum(axis=1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smooth = np.where(den > 0, num / den, np.nan)
+        band = x.reshape(n, c, -1).mean(axis=2, dtype=np.float64)
+        colour = band / band.mean(axis=1, keepdims=True)
+    return np.column_stack([mean, std, plateau, smooth, colour])
+
+
+def test_blocked_ood_statistics_equal_the_reference_and_flag_the_same(example_dir: Path,
+                                                                        decals_dir: Path) -> None:
+    conv = sdss_example_convention()
+    real = _sdss_inputs(example_dir)
+    rng = np.random.default_rng(3)
+    raw_flux = prepare(read_image(decals_dir / "example_a.fits").pixels, conv.size,
+                       conv.crop_fraction)
+    planted = [np.full_like(real[0], 23.0), rng.uniform(0, 255, real[0].shape),
+               np.clip(real[0] * 12.0, 0, 255), real[0] / 255.0, raw_flux]
+    # 37 images: more than two blocks, the last one short.
+    imgs = np.concatenate([real, np.stack(planted).astype(np.float32), real[:14]])
+    got, ref = image_statistics(imgs), _reference_statistics(imgs)
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got[~np.isnan(ref)], ref[~np.isnan(ref)], rtol=1e-5, atol=1e-9)
+    ranges = fit_ood_ranges(real, source="bundled SDSS example")
+    for r, flagged in ((None, 4), (ranges, 5)):  # generic checks miss the DECaLS flux
+        flag, why = ood_flags(imgs, conv.pixel_convention, r)
+        assert flag.sum() == flagged and flag[len(real):len(real) + flagged].all(), why
 
 
 # --- end to end: classify ------------------------------------------------------------------

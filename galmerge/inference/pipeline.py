@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from galmerge import __version__
+from galmerge.data.images import one_blas_thread
 from galmerge.errors import GalmergeError, GalmergeWarning
 from galmerge.inference.cache import is_cache_dir
 from galmerge.inference.calibration import DARG2010_MERGER_FRACTION
@@ -470,28 +471,36 @@ def _run_requests(requests: list[CutoutRequest], positions: np.ndarray, ctx: Cla
     machine whose cores ONNX Runtime already fills a reader thread only slows
     the model's threads down (measured on 2 cores).
     """
-    clf = ctx.classifier
 
     def record(j: int, st: str, de: str) -> None:
         i = positions[j]
         status[i], detail[i] = st, de
 
-    for ok, imgs, nrows in _batches(requests, ctx, record):
-        if len(ok):
-            rows = positions[np.asarray(ok)]
-            assert ctx.scoring is not None
-            raw, spread, ood, reason = ctx.scoring.score_batch(clf.run_batch_members, imgs)
-            bad = invalid_scores(raw)
-            if bad.any():  # not a probability: the row gets a status, the run says why
-                for i, v in zip(rows[bad], raw[bad], strict=True):
-                    status[i], detail[i] = BAD_MODEL_OUTPUT, f"model returned {v!r}, " \
-                        "not a probability in [0, 1]"
-                ctx.warnings.add(f"model {clf.name} returned values that are not probabilities "
-                                 f"(NaN, or outside [0, 1]): those rows are {BAD_MODEL_OUTPUT}")
-                raw = np.where(bad, np.float32(np.nan), raw)
-            p.raw[rows], p.spread[rows], p.ood[rows], p.ood_reason[rows] = raw, spread, ood, reason
-        if progress is not None:
-            progress("rows", nrows)
+    with one_blas_thread():  # once per chunk, not per cutout
+        for ok, imgs, nrows in _batches(requests, ctx, record):
+            _score_into(ok, imgs, positions, ctx, p, status, detail)
+            if progress is not None:
+                progress("rows", nrows)
+
+
+def _score_into(ok: list[int], imgs: np.ndarray, positions: np.ndarray, ctx: ClassifyContext,
+                p: RowScores, status: np.ndarray, detail: np.ndarray) -> None:
+    """Score one batch and store its rows' results (bad model output -> row status)."""
+    clf = ctx.classifier
+    if not len(ok):
+        return
+    rows = positions[np.asarray(ok)]
+    assert ctx.scoring is not None
+    raw, spread, ood, reason = ctx.scoring.score_batch(clf.run_batch_members, imgs)
+    bad = invalid_scores(raw)
+    if bad.any():  # not a probability: the row gets a status, the run says why
+        for i, v in zip(rows[bad], raw[bad], strict=True):
+            status[i], detail[i] = BAD_MODEL_OUTPUT, f"model returned {v!r}, " \
+                "not a probability in [0, 1]"
+        ctx.warnings.add(f"model {clf.name} returned values that are not probabilities "
+                         f"(NaN, or outside [0, 1]): those rows are {BAD_MODEL_OUTPUT}")
+        raw = np.where(bad, np.float32(np.nan), raw)
+    p.raw[rows], p.spread[rows], p.ood[rows], p.ood_reason[rows] = raw, spread, ood, reason
 
 
 def _result_frame(chunk: pd.DataFrame, p: RowScores, status: np.ndarray, detail: np.ndarray,
