@@ -628,7 +628,8 @@ def classify(
         "the model's decision threshold, else 0.5).")] = None,
     merger_fraction: Annotated[str, typer.Option(
         "--merger-fraction", help="The catalogue's merger fraction that p_merger is stated for "
-        "(Bayes' rule from the model's training fraction), or 'estimate' (EM over the scores). "
+        "(Bayes' rule from the model's score map or training fraction), or 'estimate' (EM over "
+        "the scores). "
         "Default 0.02: Darg et al. 2010a, 1-3 per cent of local galaxies.")] = "0.02",
     target_purity: Annotated[float | None, typer.Option(
         "--target-purity", min=0.0, max=1.0, help="Choose the threshold on the model's "

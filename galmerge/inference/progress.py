@@ -114,9 +114,12 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
 
 def calibration_lines(meta: dict[str, Any]) -> list[str]:
     """Summary lines on the prior used, its estimate and the threshold's expected quality."""
+    smap = meta.get("probability_calibration")
+    base = (f"score map at merger fraction {smap['reference_merger_fraction']:.4g}"
+            if isinstance(smap, dict) else
+            f"training fraction {meta.get('train_merger_fraction', 0.5):g}")
     lines = [f"p_merger stated for merger fraction {meta.get('prior_used', float('nan')):.4g} "
-             f"({meta.get('prior_source', '')}; training fraction "
-             f"{meta.get('train_merger_fraction', 0.5):g})"]
+             f"({meta.get('prior_source', '')}; from the {base})"]
     est = meta.get("prior_estimate")
     if est:
         lo, hi = est["interval"]
