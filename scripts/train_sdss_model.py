@@ -346,8 +346,9 @@ def export_ensemble_for_check(work: Path, group: list[int], first_seed: int, poo
     out = work / "onnx" / f"{name}.onnx"
     if out.is_file() and out.stat().st_mtime > max(p.stat().st_mtime for p in singles):
         return out
-    combine_onnx(singles, out, created=created)
-    _, _, p = score_directory(OnnxClassifier(out, device="cpu"), pool_train)
+    # the ensemble's score is the members' mean (galmerge.ensemble, checked to 1e-5 there)
+    p = np.mean([score_directory(OnnxClassifier(s, device="cpu"), pool_train)[2]
+                 for s in singles], axis=0)
     combine_onnx(singles, out, created=created, model_name=f"deepmerge-sdss-{name}",
                  calibration=pool_threshold(p))
     return out

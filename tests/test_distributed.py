@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +13,7 @@ import pytest
 
 from galmerge.errors import GalmergeError
 from galmerge.inference.pipeline import ClassifyOptions, classify_catalog
+from tests.dask_tools import run_and_kill_a_worker
 
 distributed = pytest.importorskip("distributed")
 
@@ -84,22 +82,8 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(client, tmp_path: Pa
 
     out = tmp_path / "dask.parquet"
     work = out.with_name(out.name + ".parts")
-    pids_before = client.run(os.getpid)
-    result: list = []
-    thread = threading.Thread(target=lambda: result.append(classify_catalog(
-        cat, output=out, options=opts, runner=DaskRunner(client=client))))
-    thread.start()
-    killed = None
-    deadline = time.monotonic() + 120
-    while killed is None and time.monotonic() < deadline and thread.is_alive():
-        busy = [w for w, keys in client.processing().items()
-                if any("galmerge-part" in str(k) for k in keys)]
-        done = len(list(work.glob("part-*"))) if work.exists() else 0
-        if busy and 0 < done < 30:
-            killed = pids_before[busy[0]]
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.02)
-    thread.join(timeout=300)
+    killed, result = run_and_kill_a_worker(client, lambda: classify_catalog(
+        cat, output=out, options=opts, runner=DaskRunner(client=client)), work, max_parts=30)
     assert killed is not None, "the run finished before a worker could be killed"
     assert result, "the Dask run did not finish"
 

@@ -8,10 +8,8 @@ pyarrow and hats, the CLI in a child process that is killed with SIGKILL.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 
 from galmerge.inference.partitions import Partition, open_input, plan_partitions
 from galmerge.inference.pipeline import ClassifyOptions, classify_catalog
+from tests.dask_tools import run_and_kill_a_worker
 
 distributed = pytest.importorskip("distributed")
 hats = pytest.importorskip("hats")
@@ -190,21 +189,9 @@ def test_worker_killed_mid_partition_costs_one_retry(client, tmp_path: Path) -> 
     local = classify_catalog(cat, output=f"{tmp_path / 'local'}/", options=OPTS)
     out = tmp_path / "dask"
     work = tmp_path / "dask.parts"
-    pids = client.run(os.getpid)
-    result: list = []
-    thread = threading.Thread(target=lambda: result.append(classify_catalog(
-        cat, output=f"{out}/", options=OPTS, runner=DaskRunner(client=client))))
-    thread.start()
-    killed = None
-    while killed is None and thread.is_alive():
-        busy = [w for w, keys in client.processing().items()
-                if any("galmerge-part" in str(k) for k in keys)]
-        done = len(list(work.glob("part-*"))) if work.exists() else 0
-        if busy and 0 < done < 25:
-            killed = pids[busy[0]]
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.02)
-    thread.join()
+    killed, _ = run_and_kill_a_worker(client, lambda: classify_catalog(
+        cat, output=f"{out}/", options=OPTS, runner=DaskRunner(client=client)), work,
+        max_parts=25)
     assert killed is not None, "the run finished before a worker could be killed"
     pd.testing.assert_frame_equal(read_dataset(out), read_dataset(local.output))
     client.wait_for_workers(2, timeout=120)

@@ -35,7 +35,7 @@ from galmerge import __version__
 from galmerge.conventions import ModelConvention
 from galmerge.errors import GalmergeError
 from galmerge.inference.engine import file_sha256
-from galmerge.inference.pipeline import MODELS_ENV
+from galmerge.inference.pipeline import MODELS_ENV, model_search_path
 
 __all__ = [
     "DEVICES",
@@ -304,8 +304,6 @@ def default_models_location() -> Path | None:
     """Where installed models live: the first existing folder of classify's model search
     path (``$GALMERGE_MODELS``, ``models/`` of a checkout, ``<prefix>/share/galmerge/models``);
     ``$GALMERGE_MODELS`` may also name one ``.onnx`` file."""
-    from galmerge.inference.pipeline import model_search_path
-
     if os.environ.get(MODELS_ENV):
         return Path(os.environ[MODELS_ENV])
     return next((p for p in model_search_path() if p.is_dir()), None)

@@ -230,16 +230,22 @@ class OnnxClassifier:
             raise GalmergeError(f"{p}: model has no output 'p_merger' (outputs: "
                                 f"{', '.join(outs)})", hint="export it with `galmerge export`")
 
+    def _model_input(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` as the model's fixed-size float32 input (padded with zeros; no copy
+        when it already is one)."""
+        k = batch.shape[0]
+        if k == self.batch_size and batch.dtype == np.float32 and batch.flags.c_contiguous:
+            return batch
+        x = self._buffer
+        x[:k] = batch
+        if k < self.batch_size:
+            x[k:] = 0.0
+        return x
+
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Score exactly one batch (k <= batch_size images); returns float32 (k,)."""
         k = batch.shape[0]
-        if k == self.batch_size and batch.dtype == np.float32 and batch.flags.c_contiguous:
-            x = batch
-        else:
-            x = self._buffer
-            x[:k] = batch
-            if k < self.batch_size:
-                x[k:] = 0.0
+        x = self._model_input(batch)
         p = check_batch_output(self.session.run([self._output], {self._input: x})[0],
                                self.batch_size, str(self.path))
         return p[:k]
@@ -250,10 +256,8 @@ class OnnxClassifier:
         if self.n_members == 1:
             return self.run_batch(batch)
         k = batch.shape[0]
-        x = self._buffer
-        x[:k] = batch
-        x[k:] = 0.0
-        m = np.asarray(self.session.run(["p_members"], {self._input: x})[0])
+        m = np.asarray(self.session.run(["p_members"],
+                                        {self._input: self._model_input(batch)})[0])
         if m.shape != (self.batch_size, self.n_members) or m.dtype.kind not in "fiub":
             raise GalmergeError(f"{self.path}: output p_members is {m.dtype} {m.shape} for a "
                                 f"batch of {self.batch_size}, expected ({self.batch_size}, "
