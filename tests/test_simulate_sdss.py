@@ -223,3 +223,42 @@ def test_host_errors(tmp_path: Path) -> None:
         simulate(tmp_path / "o", n=4, survey="sdss", hosts=tmp_path, host_fraction=1.5)
     with pytest.raises(GalmergeError, match="sdss only"):
         simulate(tmp_path / "o", n=4, survey="hst", hosts=tmp_path)
+
+
+def test_rings_only_in_discs_of_both_classes_and_off_by_default(tmp_path: Path) -> None:
+    rng_draws = draw_catalogue(400, np.random.default_rng(5), SDSSConfig())
+    assert np.all(rng_draws["ring_flux1"] == 0) and np.all(rng_draws["ring_flux2"] == 0)
+    # ring_fraction 0 is the simulator as it was: the same bytes as the default config.
+    a = simulate(tmp_path / "a", n=6, seed=11, survey="sdss").paths[0]
+    b = simulate(tmp_path / "b", n=6, seed=11, survey="sdss",
+                 config=SDSSConfig(ring_fraction=0.0)).paths[0]
+    assert a.read_bytes() == b.read_bytes()
+    cfg = SDSSConfig(ring_fraction=0.5)
+    cat = draw_catalogue(400, np.random.default_rng(5), cfg)
+    ringed = cat["ring_flux1"][:, 1] > 0
+    assert np.all(cat["kind"][ringed] == 1)
+    discs = cat["kind"] == 1
+    for label in (0, 1):  # about half the discs of each class
+        assert 0.35 < ringed[discs & (cat["label"] == label)].mean() < 0.65
+    # The ring's light comes out of its disc: total disc + ring flux is unchanged.
+    plain = draw_catalogue(400, np.random.default_rng(5), cfg)
+    assert np.allclose(plain["d_flux1"] + plain["ring_flux1"],
+                       cat["d_flux1"] + cat["ring_flux1"])
+    # Noise-free: a face-on ringed disc has more light at the ring radius than without it.
+    on = np.flatnonzero(ringed & (cat["d_e1"] < 0.3) & (cat["ring_r1"] > 1.5)
+                        & (cat["label"] == 0) & (cat["projection"] == 0))[:4]
+    assert len(on) >= 1
+    with_ring = render_flux(cat, slice(0, 400), cfg, np.random.default_rng(0), noise=False)
+    no_ring = dict(cat, ring_flux1=np.zeros_like(cat["ring_flux1"]),
+                   d_flux1=cat["d_flux1"] + cat["ring_flux1"])
+    without = render_flux(no_ring, slice(0, 400), cfg, np.random.default_rng(0), noise=False)
+    grid = _Grid(cfg)
+    yy, xx = np.mgrid[:grid.r, :grid.r]
+    for i in on:  # ring light at the ring's radius, taken from the disc inside it
+        scale = cfg.arcsec_per_render_px(cat["frame_r90"][i])
+        cx, cy = grid.centre + cat["x1"][i] / scale, grid.centre + cat["y1"][i] / scale
+        radius = cat["ring_r1"][i] * cat["d_re1"][i] / scale
+        rr = np.hypot(xx - cx, yy - cy)
+        annulus, inner = np.abs(rr - radius) < 0.15 * radius, rr < 0.5 * radius
+        assert with_ring[i, 1][annulus].sum() > without[i, 1][annulus].sum()
+        assert with_ring[i, 1][inner].sum() < without[i, 1][inner].sum()

@@ -21,6 +21,7 @@ __all__ = [
     "diffraction_spikes",
     "disc_knots",
     "halo",
+    "ring",
     "shells",
     "spiral_arms",
     "tail",
@@ -171,6 +172,22 @@ def disc_knots(
     u, v = r * np.cos(ang), r * np.sin(ang) * (1.0 - _col(ellip, k))
     c, s = np.cos(_col(theta, k)), np.sin(_col(theta, k))
     w = rng.gamma(0.6, 1.0, (k, npts)) * _col(amp, k)
+    return Points(_col(cx, k) + u * c - v * s, _col(cy, k) + u * s + v * c, w)
+
+
+def ring(
+    rng: np.random.Generator, k: int, npts: int, cx: np.ndarray, cy: np.ndarray,
+    radius: np.ndarray, width: np.ndarray, ellip: np.ndarray, theta: np.ndarray,
+    amp: np.ndarray,
+) -> Points:
+    """A clumpy ring in an inclined disc: radii ``radius`` ± ``width`` (Gaussian) in the
+    disc plane, uniform azimuth, Gamma(1.5) weights; inclined (minor axis ``1 - ellip``)
+    and rotated to ``theta`` like :func:`spiral_arms`."""
+    r = _col(radius, k) + rng.standard_normal((k, npts)) * _col(width, k)
+    ang = rng.uniform(0, 2 * np.pi, (k, npts))
+    u, v = r * np.cos(ang), r * np.sin(ang) * (1.0 - _col(ellip, k))
+    c, s = np.cos(_col(theta, k)), np.sin(_col(theta, k))
+    w = rng.gamma(1.5, 1.0, (k, npts)) * _col(amp, k)
     return Points(_col(cx, k) + u * c - v * s, _col(cy, k) + u * s + v * c, w)
 
 

@@ -174,6 +174,16 @@ class SDSSConfig:
     galaxy_count_slope: float = 0.35
     spike_mag: float = 14.5  # stars brighter than this show diffraction spikes
     spike_angle: float = 0.0  # radians; SDSS cutouts are north-up, spikes along the axes
+    # Inner/outer rings in face-on-ish discs of both classes, equally often, so that a ring
+    # is no evidence of a merger (rings are common in SDSS discs: Nair & Abraham 2010,
+    # ApJS 186, 427; real ringed hosts topped the false positives of the issue-10 models).
+    # The ring takes ``ring_share`` of its disc's light, at ``ring_radius_re`` disc
+    # effective radii, ``ring_width`` of its radius wide. 0 = no rings (the random streams
+    # then stay as they were before rings existed).
+    ring_fraction: float = 0.0
+    ring_share: tuple[float, float] = (0.15, 0.45)
+    ring_radius_re: tuple[float, float] = (0.8, 2.4)
+    ring_width: tuple[float, float] = (0.05, 0.12)
     # Real sky: a directory of real GZ1 JPEGs (e.g. the unlabelled target pool) whose
     # corners (outside the central crop) become the sky behind the simulated scene,
     # in place of the synthetic sky; synthetic field sources are then thinned.
@@ -261,6 +271,24 @@ def _galaxy(
     }
 
 
+def _add_rings(rng: np.random.Generator, g: dict[str, np.ndarray], kind: np.ndarray,
+               cfg: SDSSConfig) -> None:
+    """Move a share of some discs' light into a ring (``cfg.ring_fraction`` of the kind-1
+    discs), in place: ``ring_flux`` (n, 3), ``ring_r`` (in disc effective radii) and
+    ``ring_w`` (width over radius). Draws nothing when ``ring_fraction`` is 0."""
+    n = len(kind)
+    g["ring_flux"] = np.zeros_like(g["d_flux"])
+    g["ring_r"], g["ring_w"] = np.ones(n), np.zeros(n)
+    if cfg.ring_fraction <= 0:
+        return
+    on = (kind == 1) & (rng.random(n) < cfg.ring_fraction)
+    share = np.where(on, rng.uniform(*cfg.ring_share, n), 0.0)[:, None]
+    g["ring_flux"] = g["d_flux"] * share
+    g["d_flux"] = g["d_flux"] * (1.0 - share)
+    g["ring_r"] = rng.uniform(*cfg.ring_radius_re, n)
+    g["ring_w"] = rng.uniform(*cfg.ring_width, n)
+
+
 def draw_catalogue(n: int, rng: np.random.Generator, cfg: SDSSConfig) -> dict[str, np.ndarray]:
     """Draw every image's scene (angles in arcsec relative to the frame centre)."""
     lab = balanced_labels(rng, n, cfg.merger_fraction)
@@ -322,7 +350,9 @@ def draw_catalogue(n: int, rng: np.random.Generator, cfg: SDSSConfig) -> dict[st
     g2 = _galaxy(rng, n, kind2.astype(np.int8), f2, r90_2c, seeing)
     # Background projections are often redder (higher redshift).
     redden = np.where(proj, rng.uniform(0.0, 0.5, n), 0.0)
-    for key in ("b_flux", "d_flux", "arm_flux"):
+    for g, kd in ((g1, kind), (g2, kind2)):
+        _add_rings(rng, g, kd, cfg)
+    for key in ("b_flux", "d_flux", "arm_flux", "ring_flux"):
         g2[key] = g2[key] * np.where(has2, 1.0, 0.0)[:, None]
         g2[key][:, 0] *= 10 ** (-0.4 * redden)
         g2[key][:, 2] *= 10 ** (0.4 * 0.4 * redden)
@@ -437,6 +467,23 @@ def _scene_debris(
     return merger_pts, debris.Points.concat(arms)
 
 
+def _rings(rng: np.random.Generator, g: dict[str, np.ndarray], px: dict[str, np.ndarray],
+           k: int, r: int, to_native: np.ndarray) -> np.ndarray | float:
+    """(k, 3, r, r) flux of both galaxies' rings (0.0 when no scene has one: nothing drawn)."""
+    out: np.ndarray | float = 0.0
+    for pre in ("1", "2"):
+        flux = g[f"ring_flux{pre}"] * to_native[:, None]
+        if not (flux[:, 1] > 0).any():
+            continue
+        radius = g[f"ring_r{pre}"] * px[f"d_re{pre}"]
+        pts = debris.ring(rng, k, 500, px[f"x{pre}"], px[f"y{pre}"], radius,
+                          g[f"ring_w{pre}"] * radius, g[f"d_e{pre}"], g[f"theta{pre}"],
+                          (flux[:, 1] > 0).astype(np.float64)).normalised()
+        out = out + flux.astype(np.float32)[:, :, None, None] * profiles.splat(
+            r, pts.px, pts.py, pts.w)[:, None]
+    return out
+
+
 def _spikes(
     rng: np.random.Generator, g: dict[str, np.ndarray], scale: np.ndarray,
     to_native: np.ndarray, gr: _Grid, cfg: SDSSConfig,
@@ -506,6 +553,7 @@ def render_flux(
         a_img = profiles.splat(r, pts.px, pts.py, pts.w)
         bands += (g[f"arm_flux{pre}"] * to_native[:, None]).astype(np.float32)[
             :, :, None, None] * a_img[:, None]
+    bands += _rings(rng, g, px, k, r, to_native)
     bands += _spikes(rng, g, scale, to_native, gr, cfg)
     spec = np.fft.rfft2(bands, s=shape)
     spec += profiles.sources_spectrum(
@@ -754,14 +802,14 @@ def composite(flux_gri: np.ndarray, base_rgb: np.ndarray, cfg: SDSSConfig, grid:
 
 
 #: Catalogue columns of the second galaxy and the debris (scaled to a real host's flux).
-_COMPANION_FLUX = ("b_flux2", "d_flux2", "arm_flux2", "debris_flux")
+_COMPANION_FLUX = ("b_flux2", "d_flux2", "arm_flux2", "ring_flux2", "debris_flux")
 
 
 def as_host_scenes(cat: dict[str, np.ndarray], sel: np.ndarray) -> None:
     """Turn the scenes ``sel`` (index array) into "everything but the central galaxy", in
     place: the real host replaces galaxy 1 at the frame centre, so its light, the blend
     re-centring and the synthetic field (the real cutout has its own) are removed."""
-    for key in ("b_flux1", "d_flux1", "arm_flux1"):
+    for key in ("b_flux1", "d_flux1", "arm_flux1", "ring_flux1"):
         cat[key][sel] = 0.0
     cat["field_flux"][sel] = 0.0
     cat["blend"][sel] = 0
@@ -848,6 +896,7 @@ def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Pa
         truth = truth_columns(cat, kind=cat["kind"], projection=cat["projection"],
                               r90=cat["r90"], frame_r90=cat["frame_r90"], blend=cat["blend"],
                               mag=cat["mag"], seeing=cat["seeing"],
+                              ring=(cat["ring_flux1"][:, 1] > 0).astype(np.int8),
                               host=(host_index >= 0).astype(np.int8), host_index=host_index)
         for name, col in truth.items():
             w.write_extra(name, col)
