@@ -689,8 +689,9 @@ def classify(
     import sys
 
     from galmerge.inference.cache import is_cache_dir
-    from galmerge.inference.pipeline import ClassifyOptions, classify_catalog
+    from galmerge.inference.options import ClassifyOptions
     from galmerge.inference.progress import RunProgress, print_summary
+    from galmerge.inference.run import classify_catalog
 
     fetch_opts = None
     offline = service is None and cutouts is not None and is_cache_dir(cutouts)

@@ -35,7 +35,7 @@ from galmerge import __version__
 from galmerge.conventions import ModelConvention
 from galmerge.errors import GalmergeError
 from galmerge.inference.engine import file_sha256
-from galmerge.inference.pipeline import MODELS_ENV, model_search_path
+from galmerge.inference.models import MODELS_ENV, model_search_path
 
 __all__ = [
     "DEVICES",

@@ -54,6 +54,7 @@ from galmerge.inference.cutouts import (
 )
 from galmerge.inference.engine import OnnxClassifier
 from galmerge.inference.http import HttpSettings
+from galmerge.inference.models import resolve_model
 from galmerge.inference.paths import check_outputs_spare_inputs
 from galmerge.inference.services import (
     SERVICES,
@@ -330,8 +331,6 @@ class FetchSummary:
 def convention_from_onnx(path: str | Path | None) -> ModelConvention | None:
     """The input convention in an ONNX model's metadata (``None``: the default model's,
     or None when the default model is not installed)."""
-    from galmerge.inference.pipeline import resolve_model  # the cycle the contract lists
-
     try:
         model = resolve_model(None if path is None else str(path))
     except GalmergeError:
