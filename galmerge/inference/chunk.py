@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from galmerge.data.images import one_blas_thread
-from galmerge.inference.catalog import id_strings, parse_coordinates, text_values
 from galmerge.inference.concurrency import ordered_map
 from galmerge.inference.context import ClassifyContext, ProgressFn
 from galmerge.inference.cutouts import (
@@ -32,18 +31,19 @@ from galmerge.inference.cutouts import (
     WholeRunError,
     failure_status,
 )
-from galmerge.inference.fetch import chunk_requests, row_scales
 from galmerge.inference.model_checks import invalid_scores
 from galmerge.inference.partitions import UnreadablePartition
 from galmerge.inference.preprocess import prepare_cutout, prepare_stack
+from galmerge.inference.row_requests import RowRequests, row_requests, row_scales
 from galmerge.inference.scoring import RowScores
 from galmerge.inference.writers import RESULT_COLUMNS
 
-__all__ = ["classify_chunk", "classify_rows", "fetch_requests"]
+__all__ = ["chunk_requests", "classify_chunk", "classify_rows"]
 
 
 def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
-                   progress: ProgressFn | None = None) -> pd.DataFrame:
+                   progress: ProgressFn | None = None,
+                   requests: RowRequests | None = None) -> pd.DataFrame:
     """Classify one catalogue chunk; returns every row, in order, with results.
 
     Args:
@@ -52,6 +52,8 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
             by row, duplicate reporting, messages).
         ctx: from :func:`make_context`.
         progress: called as ``progress("rows", n)`` as rows finish.
+        requests: the chunk's :func:`chunk_requests`, when already built (the local
+            runner builds them once, for its prefetch and for the chunk).
 
     Returns:
         ``chunk``'s columns (an input column named like a result column is
@@ -61,60 +63,43 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
         ``status_detail`` (see docs/output-columns.md).
     """
     n = len(chunk)
-    cols, opts = ctx.columns, ctx.options
-    ids, id_is_float = id_strings(chunk[cols.id])
-    if id_is_float:
-        ctx.warnings.add(f"id column {cols.id!r} is floating point: ids above 2**53 were "
-                         "already rounded in the catalogue")
+    rows = requests if requests is not None else chunk_requests(chunk, start_row, ctx)
+    if rows.id_is_float:
+        ctx.warnings.add(f"id column {ctx.columns.id!r} is floating point: ids above 2**53 "
+                         "were already rounded in the catalogue")
     p = RowScores.empty(n)
     status = np.full(n, "", dtype=object)
     detail = np.full(n, "", dtype=object)
-    ra = dec = None
-    problem = None
-    if cols.ra and cols.dec:
-        ra, dec, problem = parse_coordinates(chunk[cols.ra], chunk[cols.dec])
-    scales = None
-    if opts.fetch is not None and opts.fetch.scale_col:
-        scales = row_scales(chunk, opts.fetch.scale_col,
-                            opts.fetch.factor(ctx.classifier.convention), "catalogue")
-    floc = text_values(chunk[cols.file_loc]) if cols.file_loc else None
-    has_local = np.full(n, bool(opts.cutouts), dtype=bool)
-    if floc is not None:
-        has_local |= floc != ""
-    requests: list[CutoutRequest] = []
+    problem = rows.problem
+    todo: list[CutoutRequest] = []
     positions: list[int] = []
-    for i in range(n):
-        bad = problem is not None and problem[i] != ""
-        if bad and not has_local[i]:
-            status[i], detail[i] = BAD_COORDINATES, problem[i]  # type: ignore[index]
+    for i, req in enumerate(rows.requests):
+        if problem is not None and problem[i] != "" and not (ctx.options.cutouts or req.file_loc):
+            status[i], detail[i] = BAD_COORDINATES, problem[i]  # nowhere else to look
             continue
-        requests.append(CutoutRequest(
-            row=start_row + i, id=ids[i],
-            ra=None if ra is None or bad else float(ra[i]),
-            dec=None if dec is None or bad else float(dec[i]),
-            file_loc=(floc[i] or None) if floc is not None else None,
-            scale=None if scales is None else float(scales[i])))
+        todo.append(req)
         positions.append(i)
-    if requests:
-        _run_requests(requests, np.asarray(positions), ctx, p, status, detail, progress)
+    if todo:
+        _run_requests(todo, np.asarray(positions), ctx, p, status, detail, progress)
     if problem is not None:
         for j in np.flatnonzero((problem != "") & (status != BAD_COORDINATES)):
             note = f"coordinates ignored: {problem[j]}"
             detail[j] = note if not detail[j] else f"{detail[j]}; {note}"
-    if progress is not None and n - len(requests):
-        progress("rows", n - len(requests))
+    if progress is not None and n - len(todo):
+        progress("rows", n - len(todo))
     return _result_frame(chunk, p, status, detail, ctx)
 
 
 def classify_rows(rows: pd.DataFrame | UnreadablePartition, start_row: int,
-                  ctx: ClassifyContext, *, progress: ProgressFn | None = None) -> pd.DataFrame:
+                  ctx: ClassifyContext, *, progress: ProgressFn | None = None,
+                  requests: RowRequests | None = None) -> pd.DataFrame:
     """:func:`classify_chunk`; the rows of an unreadable partition get status ``unreadable``.
 
     Those rows keep the catalogue's columns (null: they could not be read) and the
     message naming the file and rows, so the output still has one row per input row.
     """
     if not isinstance(rows, UnreadablePartition):
-        return classify_chunk(rows, start_row, ctx, progress=progress)
+        return classify_chunk(rows, start_row, ctx, progress=progress, requests=requests)
     n = len(rows)
     chunk = pd.DataFrame({c: pd.Series([None] * n, dtype=object) for c in rows.columns})
     if progress is not None:
@@ -271,13 +256,11 @@ def _result_frame(chunk: pd.DataFrame, p: RowScores, status: np.ndarray, detail:
     return out
 
 
-def fetch_requests(chunk: pd.DataFrame, start: int, ctx: ClassifyContext
-                    ) -> list[CutoutRequest]:
-    """The requests :func:`classify_chunk` will make for ``chunk`` (for prefetching)."""
+def chunk_requests(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext) -> RowRequests:
+    """The cutout requests of ``chunk``'s rows (with ``--fetch --scale-col``, per-row scales)."""
     fo = ctx.options.fetch
     scales = None
     if fo is not None and fo.scale_col:
         scales = row_scales(chunk, fo.scale_col, fo.factor(ctx.classifier.convention),
                             "catalogue")
-    return [r for r in chunk_requests(chunk, start, ctx.columns, scales=scales)
-            if r.ra is not None]
+    return row_requests(chunk, start_row, ctx.columns, scales=scales)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from galmerge.inference.chunk import classify_rows, fetch_requests
+from galmerge.inference.chunk import chunk_requests, classify_rows
 from galmerge.inference.context import ClassifyContext, ProgressFn
 from galmerge.inference.fetch import Prefetcher
 from galmerge.inference.partitions import UnreadablePartition
@@ -40,9 +40,11 @@ def run_locally(chunks: Iterable[LocalChunk], ctx: ClassifyContext,
     try:
         items = iter(chunks)
         upcoming = next(items, None)
+        planned = None  # the upcoming chunk's requests: built once, for prefetch and chunk
         while upcoming is not None:
             k, start, chunk, done = upcoming
             upcoming = next(items, None)
+            requests, planned = planned, None
             if done:
                 if progress is not None:
                     progress("rows", len(chunk))
@@ -50,8 +52,10 @@ def run_locally(chunks: Iterable[LocalChunk], ctx: ClassifyContext,
             if prefetcher is not None and upcoming is not None and not upcoming[3] \
                     and isinstance(upcoming[2], pd.DataFrame):
                 # The next chunk's cutouts stream into the cache while this one runs.
-                prefetcher.submit(fetch_requests(upcoming[2], upcoming[1], ctx))
-            write_part(k, classify_rows(chunk, start, ctx, progress=progress))
+                planned = chunk_requests(upcoming[2], upcoming[1], ctx)
+                prefetcher.submit(planned.fetchable())
+            write_part(k, classify_rows(chunk, start, ctx, progress=progress,
+                                        requests=requests))
     finally:
         if prefetcher is not None:
             prefetcher.close()
