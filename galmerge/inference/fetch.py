@@ -46,9 +46,9 @@ from galmerge.inference.cutouts import (
     Cutout,
     CutoutRequest,
 )
-from galmerge.inference.engine import OnnxClassifier
 from galmerge.inference.http import HttpSettings
 from galmerge.inference.models import resolve_model
+from galmerge.inference.onnx_wire import read_metadata_props
 from galmerge.inference.paths import check_outputs_spare_inputs
 from galmerge.inference.row_requests import row_requests, row_scales
 from galmerge.inference.services import (
@@ -285,14 +285,18 @@ class FetchSummary:
 
 def convention_from_onnx(path: str | Path | None) -> ModelConvention | None:
     """The input convention in an ONNX model's metadata (``None``: the default model's,
-    or None when the default model is not installed)."""
+    or None when the default model is not installed).
+
+    Only the metadata is read (:func:`~galmerge.inference.onnx_wire.read_metadata_props`),
+    not the graph: no ONNX Runtime session is opened to learn a cutout's size and scale.
+    """
     try:
         model = resolve_model(None if path is None else str(path))
     except GalmergeError:
         if path is None:
             return None
         raise
-    return OnnxClassifier(model, device="cpu", threads=1).convention
+    return ModelConvention.from_metadata(read_metadata_props(model), source=str(model))
 
 
 def _previous_done(path: Path) -> dict[int, tuple[str, str]]:
