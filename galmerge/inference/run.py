@@ -46,6 +46,7 @@ from galmerge.inference.dataset_writer import (
     is_dataset_output,
 )
 from galmerge.inference.engine import OnnxClassifier
+from galmerge.inference.formats import BY_NAME, OUTPUT_EXTENSIONS
 from galmerge.inference.hats_io import HATS_FORMAT
 from galmerge.inference.local import LocalChunk, run_locally
 from galmerge.inference.models import resolve_model
@@ -134,9 +135,10 @@ def default_output(catalog: str | Path, fmt: str) -> Path:
         if name.lower().endswith(comp):
             name = name[: -len(comp)]
     stem, ext = os.path.splitext(name)
-    ext = {"votable": ".vot", "hdf5": ".h5"}.get(fmt, ext if ext.lower() in (
-        ".csv", ".fits", ".fit", ".ecsv", ".parquet", ".pq", ".vot", ".xml", ".h5",
-        ".hdf5") else "." + fmt)
+    if fmt in ("votable", "hdf5"):  # one spelling for these, whatever the input's
+        ext = BY_NAME[fmt].output[0]
+    elif ext.lower() not in OUTPUT_EXTENSIONS:
+        ext = "." + fmt
     if ext.lower() in (".txt", ".tsv"):
         ext = ".csv"
     return cat.with_name(f"{stem}_scores{ext}")
