@@ -27,9 +27,9 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _API = {
-    "classify_catalog": "galmerge.inference.pipeline",
-    "ClassifyOptions": "galmerge.inference.pipeline",
-    "RunSummary": "galmerge.inference.pipeline",
+    "classify_catalog": "galmerge.inference.run",
+    "ClassifyOptions": "galmerge.inference.options",
+    "RunSummary": "galmerge.inference.run",
     "OnnxClassifier": "galmerge.inference.engine",
     "GalmergeError": "galmerge.errors",
     "GalmergeWarning": "galmerge.errors",
@@ -58,7 +58,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
     from galmerge.errors import GalmergeError, GalmergeWarning
     from galmerge.export import export_onnx
     from galmerge.inference.engine import OnnxClassifier
-    from galmerge.inference.pipeline import ClassifyOptions, RunSummary, classify_catalog
+    from galmerge.inference.options import ClassifyOptions
+    from galmerge.inference.run import RunSummary, classify_catalog
     from galmerge.training.config import TrainConfig
     from galmerge.training.trainer import train
 

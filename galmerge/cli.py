@@ -10,6 +10,7 @@ never loads torch.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import warnings
 from collections.abc import Callable
@@ -22,6 +23,9 @@ from galmerge import __version__
 from galmerge.errors import GalmergeError, GalmergeWarning
 
 __all__ = [
+    "CLASSIFY_OPTIONS",
+    "FETCH_OPTIONS",
+    "TRAIN_OPTIONS",
     "BackoffOpt",
     "BandsOpt",
     "ConcurrencyOpt",
@@ -30,6 +34,7 @@ __all__ = [
     "LayerOpt",
     "MaxRpsOpt",
     "OldOutOpt",
+    "OptionTable",
     "OutputOpt",
     "PixelsOpt",
     "ReleaseOpt",
@@ -223,6 +228,41 @@ def simulate(
     _say_deprecated(notes)
 
 
+#: A group of options a command receives as one dict: parameter name (the library's field
+#: name, so that ``Options(**values)`` takes them) -> (typer annotation, default).
+OptionTable = dict[str, tuple[Any, Any]]
+
+
+def _option_group(group: str, table: OptionTable) -> Callable[[F], F]:
+    """Put ``table``'s options where the command has the parameter ``group``.
+
+    The command then receives them as one dict under that name, in table order: one
+    definition of a group serves every command that takes it and the options dataclass
+    it fills.
+    """
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        params: list[inspect.Parameter] = []
+        for p in sig.parameters.values():
+            if p.name != group:
+                params.append(p)
+                continue
+            params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                         annotation=annotation, default=default)
+                       for name, (annotation, default) in table.items()]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs[group] = {name: kwargs.pop(name) for name in table}
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 _TRAIN_HELP = (
     "Train a domain-adapted DeepMerge/ResNet18 (MMD, DANN, Fisher, entropy).\n\n"
     "SOURCE must be labelled; TARGET may be unlabelled (its labels, if any, are used only for "
@@ -235,100 +275,110 @@ _TRAIN_HELP = (
 )
 
 
+#: `train`'s overrides of the preset, named as TrainConfig fields (build_config checks them).
+TRAIN_OPTIONS: OptionTable = {
+    "method": (Annotated[str | None, typer.Option(
+        "--method", help="Transfer loss: none, mmd or dann.")], None),
+    "fisher": (Annotated[bool | None, typer.Option(
+        "--fisher/--no-fisher", help="Add the Fisher loss (Eq. 10).", show_default=False)], None),
+    "entropy": (Annotated[bool | None, typer.Option(
+        "--entropy/--no-entropy", help="Add entropy minimisation on target (Eq. 11).",
+        show_default=False)], None),
+    "arch": (Annotated[str | None, typer.Option(
+        "--arch", help="deepmerge (Table A1) or resnet18.")], None),
+    "init_from": (Annotated[Path | None, typer.Option(
+        "--init-from", help="Start from this checkpoint's weights (transfer learning).")], None),
+    "freeze": (Annotated[str | None, typer.Option(
+        "--freeze", help="none or conv (freeze conv+BN layers of --init-from).")], None),
+    "epochs": (Annotated[int | None, typer.Option("--epochs", help="Maximum epochs.")], None),
+    "batch_size": (Annotated[int | None, typer.Option(
+        "--batch-size", help="Images per domain per step.")], None),
+    "lr": (Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")], None),
+    "weight_decay": (Annotated[float | None, typer.Option("--weight-decay")], None),
+    "cycle_length": (Annotated[float | None, typer.Option(
+        "--cycle-length", help="One-cycle LR period in epochs.")], None),
+    "patience": (Annotated[int | None, typer.Option(
+        "--patience", help="Early-stopping patience in epochs.")], None),
+    "lambda_tl": (Annotated[float | None, typer.Option(
+        "--lambda-tl", help="Transfer-loss weight (Eq. 2).")], None),
+    "lambda_w": (Annotated[float | None, typer.Option(
+        "--lambda-w", help="Fisher intra-class weight.")], None),
+    "lambda_b": (Annotated[float | None, typer.Option(
+        "--lambda-b", help="Fisher inter-class weight.")], None),
+    "lambda_em": (Annotated[float | None, typer.Option(
+        "--lambda-em", help="Entropy weight (Eq. 2).")], None),
+    "fisher_kind": (Annotated[str | None, typer.Option(
+        "--fisher-kind", help="tr (trace ratio) or td (trace difference).")], None),
+    "mmd_kernels": (Annotated[str | None, typer.Option(
+        "--mmd-kernels", help="batch (widths 2^k x mean distance) or paper (19 fixed).")], None),
+    "grl_schedule": (Annotated[str | None, typer.Option(
+        "--grl-schedule", help="ganin (warm-up) or constant.")], None),
+    "dc_lr_mult": (Annotated[float | None, typer.Option(
+        "--dc-lr-mult", help="Domain classifier LR multiplier.")], None),
+    "dropout": (Annotated[float | None, typer.Option(
+        "--dropout", help="Dropout before the ResNet18 head.")], None),
+    "selection": (Annotated[str | None, typer.Option(
+        "--selection", help="Best-epoch criterion: auto, source-loss, source-loss+mmd.")], None),
+    "augment": (Annotated[bool | None, typer.Option(
+        "--augment/--no-augment", help="Random flips and 90-degree rotations.",
+        show_default=False)], None),
+    "swa_start": (Annotated[int | None, typer.Option(
+        "--swa-start", help="Average the weights of epochs SWA_START..EPOCHS (stochastic weight "
+        "averaging) and deliver the average instead of selecting an epoch; 0 = off.")], None),
+    "align_classes": (Annotated[str | None, typer.Option(
+        "--align-classes", help="Source images the transfer loss aligns with the target: all "
+        "(paper) or non-mergers (class-aware, for a merger-poor survey target).")], None),
+    "source_merger_fraction": (Annotated[float | None, typer.Option(
+        "--source-merger-fraction", help="Fraction of mergers in every source batch (default: "
+        "as the data come); set it near the target's expected merger fraction.")], None),
+    "source_labels": (Annotated[Path | None, typer.Option(
+        "--source-labels", help="Labels file for a .npy or directory source.")], None),
+    "target_labels": (Annotated[Path | None, typer.Option(
+        "--target-labels", help="Labels file for a .npy or directory target.")], None),
+    "source_crop": (Annotated[float | None, typer.Option(
+        "--source-crop", help="Central fraction of directory cutouts (source).")], None),
+    "target_crop": (Annotated[float | None, typer.Option(
+        "--target-crop", help="Central fraction of directory cutouts (target).")], None),
+    "seed": (Annotated[int | None, typer.Option("--seed", help="Random seed (paper: 1).")], None),
+    "device": (Annotated[str | None, typer.Option(
+        "--device", help="auto, cpu or cuda.")], None),
+    "threads": (Annotated[int | None, typer.Option("--threads", help="CPU threads.")], None),
+}
+
+
 @app.command(help=_TRAIN_HELP)
 @user_errors
+@_option_group("settings", TRAIN_OPTIONS)
 def train(
     source: Annotated[Path, typer.Option("--source", help="Labelled source dataset.")],
     target: Annotated[Path, typer.Option("--target", help="Target dataset (labels optional).")],
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Run directory for best.pt etc.")] = None,
     out: OldOutOpt = None,
-    method: Annotated[str | None, typer.Option(
-        "--method", help="Transfer loss: none, mmd or dann.")] = None,
-    fisher: Annotated[bool | None, typer.Option(
-        "--fisher/--no-fisher", help="Add the Fisher loss (Eq. 10).", show_default=False)] = None,
-    entropy: Annotated[bool | None, typer.Option(
-        "--entropy/--no-entropy", help="Add entropy minimisation on target (Eq. 11).",
-        show_default=False)] = None,
-    arch: Annotated[str | None, typer.Option(
-        "--arch", help="deepmerge (Table A1) or resnet18.")] = None,
     preset: Annotated[str | None, typer.Option(
         "--preset", help="Named paper setting, e.g. paper-simsim-mmd (see README).")] = None,
-    init_from: Annotated[Path | None, typer.Option(
-        "--init-from", help="Start from this checkpoint's weights (transfer learning).")] = None,
-    freeze: Annotated[str | None, typer.Option(
-        "--freeze", help="none or conv (freeze conv+BN layers of --init-from).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Maximum epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Images per domain per step.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
-    weight_decay: Annotated[float | None, typer.Option("--weight-decay")] = None,
-    cycle_length: Annotated[float | None, typer.Option(
-        "--cycle-length", help="One-cycle LR period in epochs.")] = None,
-    patience: Annotated[int | None, typer.Option(
-        "--patience", help="Early-stopping patience in epochs.")] = None,
-    lambda_tl: Annotated[float | None, typer.Option(
-        "--lambda-tl", help="Transfer-loss weight (Eq. 2).")] = None,
-    lambda_w: Annotated[float | None, typer.Option(
-        "--lambda-w", help="Fisher intra-class weight.")] = None,
-    lambda_b: Annotated[float | None, typer.Option(
-        "--lambda-b", help="Fisher inter-class weight.")] = None,
-    lambda_em: Annotated[float | None, typer.Option(
-        "--lambda-em", help="Entropy weight (Eq. 2).")] = None,
-    fisher_kind: Annotated[str | None, typer.Option(
-        "--fisher-kind", help="tr (trace ratio) or td (trace difference).")] = None,
-    mmd_kernels: Annotated[str | None, typer.Option(
-        "--mmd-kernels", help="batch (widths 2^k x mean distance) or paper (19 fixed).")] = None,
-    grl_schedule: Annotated[str | None, typer.Option(
-        "--grl-schedule", help="ganin (warm-up) or constant.")] = None,
-    dc_lr_mult: Annotated[float | None, typer.Option(
-        "--dc-lr-mult", help="Domain classifier LR multiplier.")] = None,
-    dropout: Annotated[float | None, typer.Option(
-        "--dropout", help="Dropout before the ResNet18 head.")] = None,
-    selection: Annotated[str | None, typer.Option(
-        "--selection", help="Best-epoch criterion: auto, source-loss, source-loss+mmd.")] = None,
-    augment: Annotated[bool | None, typer.Option(
-        "--augment/--no-augment", help="Random flips and 90-degree rotations.",
-        show_default=False)] = None,
-    swa_start: Annotated[int | None, typer.Option(
-        "--swa-start", help="Average the weights of epochs SWA_START..EPOCHS (stochastic weight "
-        "averaging) and deliver the average instead of selecting an epoch; 0 = off.")] = None,
-    align_classes: Annotated[str | None, typer.Option(
-        "--align-classes", help="Source images the transfer loss aligns with the target: all "
-        "(paper) or non-mergers (class-aware, for a merger-poor survey target).")] = None,
-    source_merger_fraction: Annotated[float | None, typer.Option(
-        "--source-merger-fraction", help="Fraction of mergers in every source batch (default: "
-        "as the data come); set it near the target's expected merger fraction.")] = None,
-    source_labels: Annotated[Path | None, typer.Option(
-        "--source-labels", help="Labels file for a .npy or directory source.")] = None,
-    target_labels: Annotated[Path | None, typer.Option(
-        "--target-labels", help="Labels file for a .npy or directory target.")] = None,
-    source_crop: Annotated[float | None, typer.Option(
-        "--source-crop", help="Central fraction of directory cutouts (source).")] = None,
-    target_crop: Annotated[float | None, typer.Option(
-        "--target-crop", help="Central fraction of directory cutouts (target).")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (paper: 1).")] = None,
-    device: Annotated[str | None, typer.Option(
-        "--device", help="auto, cpu or cuda.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads.")] = None,
+    settings: dict[str, Any] | None = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Allow an OUT that already holds best.pt.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No per-epoch lines.")] = False,
 ) -> None:
-    given = dict(locals())  # the options, named as TrainConfig fields (build_config checks)
     from galmerge.training.presets import build_config
     from galmerge.training.trainer import train as run_training
 
     notes: list[str] = []
-    run_dir = _spelled(given.pop("output"), given.pop("out"), "--output", "--out", notes)
-    for key in ("preset", "overwrite", "quiet"):
-        given.pop(key)
+    run_dir = _spelled(output, out, "--output", "--out", notes)
+    given = {"source": source, "target": target, **(settings or {})}
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}
     overrides["out"] = str(run_dir)
     config = build_config(overrides, preset)
     show = sys.stderr.isatty() and not quiet
     result = run_training(config, log=None if quiet else (lambda m: typer.echo(m, err=True)),
                           progress=show, overwrite=overwrite)
+    _print_training(result)
+    _say_deprecated(notes)
+
+
+def _print_training(result: Any) -> None:
     m = result.metrics
     typer.echo(f"best epoch {result.best_epoch} of {result.epochs_run}; wrote {result.checkpoint}")
     for role in ("source", "target"):
@@ -339,7 +389,7 @@ def train(
                        f"F1 {t['f1']:.3f}  Brier {t['brier']:.3f}  (n={t['n']})")
         else:
             typer.echo(f"{role} test: no labels")
-    _say_deprecated(notes)
+
 
 
 @app.command()
@@ -571,25 +621,81 @@ BackoffOpt = Annotated[float, typer.Option(
     "(with jitter); a 429's Retry-After is always honoured.")]
 
 
-def _fetch_options(service: str | None, *, release: str | None, layer: str | None,
-                   bands: str | None, cutout_format: str | None, hips: str | None,
-                   service_url: str | None, scale: float | None, pixels: int | None,
-                   scale_col: str | None, scale_factor: float | None, concurrency: int,
-                   max_rps: float | None, timeout: float, retries: int, backoff: float,
-                   cache: Path | None = None, use_cache: bool = True,
-                   offline: bool = False) -> Any:
-    from galmerge.inference.fetch import FetchOptions
 
-    return FetchOptions(
-        service=service, release=release, layer=layer, bands=bands,
-        cutout_format=cutout_format, hips=hips, service_url=service_url, scale=scale,
-        pixels=pixels, scale_col=scale_col, scale_factor=scale_factor, concurrency=concurrency,
-        max_rps=max_rps, timeout=timeout, retries=retries, backoff=backoff,
-        cache=str(cache) if cache else None, use_cache=use_cache, offline=offline)
+
+#: The options of `galmerge fetch` and `galmerge classify --fetch`, named as FetchOptions
+#: fields (one definition: both commands take them, and FetchOptions(**values) their values).
+FETCH_OPTIONS: OptionTable = {
+    "service": (ServiceOpt, None),
+    "scale": (ScaleOpt, None),
+    "pixels": (PixelsOpt, None),
+    "scale_col": (ScaleColOpt, None),
+    "scale_factor": (ScaleFactorOpt, None),
+    "release": (ReleaseOpt, None),
+    "layer": (LayerOpt, None),
+    "bands": (BandsOpt, None),
+    "cutout_format": (CutoutFormatOpt, None),
+    "hips": (HipsOpt, None),
+    "service_url": (ServiceUrlOpt, None),
+    "concurrency": (ConcurrencyOpt, 8),
+    "max_rps": (MaxRpsOpt, None),
+    "timeout": (TimeoutOpt, 30.0),
+    "retries": (RetriesOpt, 4),
+    "backoff": (BackoffOpt, 1.0),
+}
+
+
+#: `classify`'s run settings, named as ClassifyOptions fields.
+CLASSIFY_OPTIONS: OptionTable = {
+    "format": (Annotated[str | None, typer.Option(
+        "--format", help="Catalogue format when the extension does not tell (csv, ecsv, fits, "
+        "votable, parquet, hdf5).")], None),
+    "id_col": (Annotated[str | None, typer.Option("--id-col", help="Id column.")], None),
+    "ra_col": (Annotated[str | None, typer.Option("--ra-col", help="RA column.")], None),
+    "dec_col": (Annotated[str | None, typer.Option("--dec-col", help="Dec column.")], None),
+    "file_loc_col": (Annotated[str | None, typer.Option(
+        "--file-loc-col", help="Column of cutout paths (default: file_loc).")], None),
+    "pattern": (Annotated[str | None, typer.Option(
+        "--pattern", help="Cutout file name in --cutouts, with {id} and/or {row}, e.g. "
+        "'{id}.jpeg'.")], None),
+    "batch_size": (Annotated[int, typer.Option("--batch-size", min=1,
+                                            help="Images per model call.")], 256),
+    "chunk_size": (Annotated[int, typer.Option(
+        "--chunk-size", min=1, help="Rows per chunk (unit of work and of --resume).")], 8192),
+    "device": (Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")], "auto"),
+    "threads": (Annotated[int | None, typer.Option(
+        "--threads", min=1, help="ONNX Runtime threads (default: cores available).")], None),
+    "threshold": (Annotated[float | None, typer.Option(
+        "--threshold", min=0.0, max=1.0, help="is_merger = p_merger_raw >= threshold (default: "
+        "the model's decision threshold, else 0.5).")], None),
+    "merger_fraction": (Annotated[str, typer.Option(
+        "--merger-fraction", help="The catalogue's merger fraction that p_merger is stated for "
+        "(Bayes' rule from the model's score map or training fraction), or 'estimate' (EM over "
+        "the scores). "
+        "Default 0.02: Darg et al. 2010a, 1-3 per cent of local galaxies.")], "0.02"),
+    "target_purity": (Annotated[float | None, typer.Option(
+        "--target-purity", min=0.0, max=1.0, help="Choose the threshold on the model's "
+        "calibration curve: the smallest one with this purity at the merger fraction.")], None),
+    "target_completeness": (Annotated[float | None, typer.Option(
+        "--target-completeness", min=0.0, max=1.0, help="Choose the threshold on the model's "
+        "calibration curve: the largest one with this completeness.")], None),
+    "views": (Annotated[int | None, typer.Option(
+        "--views", help="Views per cutout for p_merger_spread: 2 (identity + mirror, 2x model "
+        "time) or 8 (all flips/rotations, 8x); 1 for a seed ensemble (spread over its members "
+        "at no extra cost). Default: 1 for ensembles, else 2.")], None),
+    "limit": (Annotated[int | None, typer.Option(
+        "--limit", min=1, help="Classify only the first N rows.")], None),
+    "max_pixels": (Annotated[int | None, typer.Option(
+        "--max-pixels", min=1, help="Largest cutout (height x width pixels) decoded; larger "
+        "ones get status too_large. Default: 8x what the model needs across, at least "
+        "2048x2048.")], None),
+}
 
 
 @app.command()
 @user_errors
+@_option_group("settings", CLASSIFY_OPTIONS)
+@_option_group("fetching", FETCH_OPTIONS)
 def classify(
     catalog: Annotated[Path, typer.Option(
         "--catalog", help="Catalogue: CSV, ECSV, FITS, VOTable, Parquet or HDF5 table, a "
@@ -605,67 +711,11 @@ def classify(
         "--output", "-o", help="Output catalogue; format by extension (.csv .parquet .fits "
         ".ecsv .vot .h5), or DIR/ for a partitioned Parquet dataset (HATS for HATS input). "
         "Default: <catalogue stem>_scores.<ext> beside the catalogue.")] = None,
-    fmt: Annotated[str | None, typer.Option(
-        "--format", help="Catalogue format when the extension does not tell (csv, ecsv, fits, "
-        "votable, parquet, hdf5).")] = None,
-    id_col: Annotated[str | None, typer.Option("--id-col", help="Id column.")] = None,
-    ra_col: Annotated[str | None, typer.Option("--ra-col", help="RA column.")] = None,
-    dec_col: Annotated[str | None, typer.Option("--dec-col", help="Dec column.")] = None,
-    file_loc_col: Annotated[str | None, typer.Option(
-        "--file-loc-col", help="Column of cutout paths (default: file_loc).")] = None,
-    pattern: Annotated[str | None, typer.Option(
-        "--pattern", help="Cutout file name in --cutouts, with {id} and/or {row}, e.g. "
-        "'{id}.jpeg'.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1,
-                                            help="Images per model call.")] = 256,
-    chunk_size: Annotated[int, typer.Option(
-        "--chunk-size", min=1, help="Rows per chunk (unit of work and of --resume).")] = 8192,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    threads: Annotated[int | None, typer.Option(
-        "--threads", min=1, help="ONNX Runtime threads (default: cores available).")] = None,
-    threshold: Annotated[float | None, typer.Option(
-        "--threshold", min=0.0, max=1.0, help="is_merger = p_merger_raw >= threshold (default: "
-        "the model's decision threshold, else 0.5).")] = None,
-    merger_fraction: Annotated[str, typer.Option(
-        "--merger-fraction", help="The catalogue's merger fraction that p_merger is stated for "
-        "(Bayes' rule from the model's score map or training fraction), or 'estimate' (EM over "
-        "the scores). "
-        "Default 0.02: Darg et al. 2010a, 1-3 per cent of local galaxies.")] = "0.02",
-    target_purity: Annotated[float | None, typer.Option(
-        "--target-purity", min=0.0, max=1.0, help="Choose the threshold on the model's "
-        "calibration curve: the smallest one with this purity at the merger fraction.")] = None,
-    target_completeness: Annotated[float | None, typer.Option(
-        "--target-completeness", min=0.0, max=1.0, help="Choose the threshold on the model's "
-        "calibration curve: the largest one with this completeness.")] = None,
-    views: Annotated[int | None, typer.Option(
-        "--views", help="Views per cutout for p_merger_spread: 2 (identity + mirror, 2x model "
-        "time) or 8 (all flips/rotations, 8x); 1 for a seed ensemble (spread over its members "
-        "at no extra cost). Default: 1 for ensembles, else 2.")] = None,
+    settings: dict[str, Any] | None = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run from its last completed chunk.")] = False,
-    limit: Annotated[int | None, typer.Option(
-        "--limit", min=1, help="Classify only the first N rows.")] = None,
-    max_pixels: Annotated[int | None, typer.Option(
-        "--max-pixels", min=1, help="Largest cutout (height x width pixels) decoded; larger "
-        "ones get status too_large. Default: 8x what the model needs across, at least "
-        "2048x2048.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    service: ServiceOpt = None,
-    scale: ScaleOpt = None,
-    pixels: PixelsOpt = None,
-    scale_col: ScaleColOpt = None,
-    scale_factor: ScaleFactorOpt = None,
-    release: ReleaseOpt = None,
-    layer: LayerOpt = None,
-    bands: BandsOpt = None,
-    cutout_format: CutoutFormatOpt = None,
-    hips: HipsOpt = None,
-    service_url: ServiceUrlOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    max_rps: MaxRpsOpt = None,
-    timeout: TimeoutOpt = 30.0,
-    retries: RetriesOpt = 4,
-    backoff: BackoffOpt = 1.0,
+    fetching: dict[str, Any] | None = None,
     cache: Annotated[Path | None, typer.Option(
         "--cache", help="With --fetch: the cutout cache directory (default $GALMERGE_CACHE, "
         "else ~/.cache/galmerge/cutouts).")] = None,
@@ -686,36 +736,11 @@ def classify(
     Cutouts come from the file_loc column, from --cutouts (a folder of files, an HDF5 cube, or a
     cache directory filled by `galmerge fetch`), or from a survey service with --fetch.
     """
-    import sys
-
-    from galmerge.inference.cache import is_cache_dir
-    from galmerge.inference.pipeline import ClassifyOptions, classify_catalog
     from galmerge.inference.progress import RunProgress, print_summary
+    from galmerge.inference.run import classify_catalog
 
-    fetch_opts = None
-    offline = service is None and cutouts is not None and is_cache_dir(cutouts)
-    if service is not None or offline:
-        if cutouts is not None and is_cache_dir(cutouts):
-            if cache is not None and cache != cutouts:
-                raise GalmergeError("give the cache once: --cutouts CACHE_DIR or --cache DIR")
-            # --fetch: fetch what the cache lacks, into it; otherwise read it offline.
-            cache, cutouts = cutouts, None
-        fetch_opts = _fetch_options(
-            service, release=release, layer=layer, bands=bands, cutout_format=cutout_format,
-            hips=hips, service_url=service_url, scale=scale, pixels=pixels,
-            scale_col=scale_col, scale_factor=scale_factor, concurrency=concurrency,
-            max_rps=max_rps, timeout=timeout, retries=retries, backoff=backoff, cache=cache,
-            use_cache=not no_cache, offline=offline)
-    elif scale_col is not None or scale is not None:
-        raise GalmergeError("--scale and --scale-col apply to fetched or cached cutouts",
-                            hint="add --fetch SERVICE, or --cutouts CACHE_DIR")
-    opts = ClassifyOptions(
-        threshold=threshold, batch_size=batch_size, chunk_size=chunk_size, id_col=id_col,
-        ra_col=ra_col, dec_col=dec_col, file_loc_col=file_loc_col,
-        cutouts=str(cutouts) if cutouts else None, pattern=pattern, format=fmt, limit=limit,
-        device=device, threads=threads, fetch=fetch_opts, max_pixels=max_pixels,
-        merger_fraction=merger_fraction, target_purity=target_purity,
-        target_completeness=target_completeness, views=views)
+    opts = _classify_options(settings or {}, fetching or {}, cutouts=cutouts, cache=cache,
+                             no_cache=no_cache)
     runner = None
     if dask or dask_workers or dask_resources:
         from galmerge.inference.distributed import DaskRunner
@@ -729,8 +754,33 @@ def classify(
     print_summary(summary)
 
 
+def _classify_options(settings: dict[str, Any], fetching: dict[str, Any], *,
+                      cutouts: Path | None, cache: Path | None, no_cache: bool) -> Any:
+    """``classify``'s ClassifyOptions: its settings, and where its cutouts come from."""
+    from galmerge.inference.cache import is_cache_dir
+    from galmerge.inference.fetch import FetchOptions
+    from galmerge.inference.options import ClassifyOptions
+
+    fetch_opts = None
+    offline = fetching["service"] is None and cutouts is not None and is_cache_dir(cutouts)
+    if fetching["service"] is not None or offline:
+        if cutouts is not None and is_cache_dir(cutouts):
+            if cache is not None and cache != cutouts:
+                raise GalmergeError("give the cache once: --cutouts CACHE_DIR or --cache DIR")
+            # --fetch: fetch what the cache lacks, into it; otherwise read it offline.
+            cache, cutouts = cutouts, None
+        fetch_opts = FetchOptions(**fetching, cache=str(cache) if cache else None,
+                                  use_cache=not no_cache, offline=offline)
+    elif fetching["scale_col"] is not None or fetching["scale"] is not None:
+        raise GalmergeError("--scale and --scale-col apply to fetched or cached cutouts",
+                            hint="add --fetch SERVICE, or --cutouts CACHE_DIR")
+    return ClassifyOptions(**settings, cutouts=str(cutouts) if cutouts else None,
+                           fetch=fetch_opts)
+
+
 @app.command()
 @user_errors
+@_option_group("fetching", FETCH_OPTIONS)
 def fetch(
     catalog: Annotated[Path, typer.Option(
         "--catalog", help="Catalogue: CSV, ECSV, FITS, VOTable, Parquet or HDF5 table, with "
@@ -739,25 +789,10 @@ def fetch(
         "--output", "-o", help="Cache directory to fill (created; reused by reruns, by "
         "`classify --fetch ... --cache DIR` and by `classify --cutouts DIR`).")] = None,
     out: OldOutOpt = None,
-    service: ServiceOpt = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="ONNX model whose metadata gives the cutout size and scale (default: "
         "classify's default model).")] = None,
-    scale: ScaleOpt = None,
-    pixels: PixelsOpt = None,
-    scale_col: ScaleColOpt = None,
-    scale_factor: ScaleFactorOpt = None,
-    release: ReleaseOpt = None,
-    layer: LayerOpt = None,
-    bands: BandsOpt = None,
-    cutout_format: CutoutFormatOpt = None,
-    hips: HipsOpt = None,
-    service_url: ServiceUrlOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    max_rps: MaxRpsOpt = None,
-    timeout: TimeoutOpt = 30.0,
-    retries: RetriesOpt = 4,
-    backoff: BackoffOpt = 1.0,
+    fetching: dict[str, Any] | None = None,
     fmt: Annotated[str | None, typer.Option(
         "--format", help="Catalogue format when the extension does not tell.")] = None,
     id_col: Annotated[str | None, typer.Option("--id-col", help="Id column.")] = None,
@@ -775,15 +810,12 @@ def fetch(
         "--overwrite", help="Replace an existing status table (the cache is kept).")] = False,
 ) -> None:
     """Prefetch every row's cutout into a cache directory, without classifying."""
-    from galmerge.inference.fetch import FetchConfig, fetch_catalog
+    from galmerge.inference.fetch import FetchConfig, FetchOptions, fetch_catalog
 
     notes: list[str] = []
     out = _spelled(output, out, "--output", "--out", notes)
-    opts = _fetch_options(
-        service or "sdss", release=release, layer=layer, bands=bands,
-        cutout_format=cutout_format, hips=hips, service_url=service_url, scale=scale,
-        pixels=pixels, scale_col=scale_col, scale_factor=scale_factor, concurrency=concurrency,
-        max_rps=max_rps, timeout=timeout, retries=retries, backoff=backoff, cache=out)
+    opts = FetchOptions(**{**(fetching or {}), "service": (fetching or {})["service"] or "sdss"},
+                        cache=str(out) if out else None)
     cfg = FetchConfig(catalog=catalog, out=out, options=opts, model=model, status_out=status_out,
                       format=fmt, id_col=id_col, ra_col=ra_col, dec_col=dec_col, limit=limit,
                       resume=resume, overwrite=overwrite)

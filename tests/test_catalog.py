@@ -201,3 +201,20 @@ def test_limit_stops_early(tmp_path: Path) -> None:
     path = _write(_table(), tmp_path / "cat.fits")
     got = list(open_catalog(path).chunks(2, limit=3))
     assert [len(f) for _, f in got] == [2, 1]
+
+
+def test_one_format_table_names_the_extensions_readers_and_writers(tmp_path: Path) -> None:
+    """catalog, writers and the default output all take their formats from formats.py."""
+    from galmerge.inference import writers
+    from galmerge.inference.formats import TABLE_FORMATS
+    from galmerge.inference.run import default_output
+
+    assert set(writers._WRITERS) == {f.name for f in TABLE_FORMATS if f.written}
+    for f in TABLE_FORMATS:
+        for ext in f.extensions:
+            assert catmod.detect_format(tmp_path / f"x{ext}") == f.name
+        for ext in f.output:
+            assert writers.output_format(tmp_path / f"x{ext}") == f.name
+    assert default_output("a/x.xml", "votable").name == "x_scores.vot"
+    assert default_output("a/x.fts", "fits").name == "x_scores.fits"
+    assert default_output("a/x.tsv.gz", "tsv").name == "x_scores.csv"

@@ -320,8 +320,8 @@ def test_resume_refuses_changed_settings(example: Path) -> None:
     assert not work.exists()
     proc = subprocess.Popen([sys.executable, "-c", (
         "import sys; from galmerge.inference.pipeline import *; "
-        "from galmerge.inference import pipeline as P; "
-        "P._empty_work_dir = lambda *a, **k: None; "  # keep the work folder, as after a kill
+        "from galmerge.inference import run as R; "
+        "R.empty_work_dir = lambda *a, **k: None; "  # keep the work folder, as after a kill
         f"classify_catalog({str(cat)!r}, output={str(out)!r}, "
         "options=ClassifyOptions(chunk_size=10))")], cwd=ROOT)
     assert proc.wait() == 0

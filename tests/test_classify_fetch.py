@@ -22,7 +22,8 @@ from galmerge.inference.cutouts import (
     CutoutRequest,
 )
 from galmerge.inference.fetch import FetchOptions
-from galmerge.inference.pipeline import ClassifyOptions, _part_reusable, classify_catalog
+from galmerge.inference.pipeline import ClassifyOptions, classify_catalog
+from galmerge.inference.resume import part_reusable
 from galmerge.inference.services import open_cached_source
 from galmerge.inference.writers import write_part
 from tests.conftest import ROOT
@@ -155,10 +156,10 @@ def test_resume_recomputes_only_parts_with_fetch_failures(tmp_path: Path) -> Non
     bad = pd.DataFrame({"objid": ["3", "4"], "status": [OK, FETCH_FAILED]})
     write_part(good, tmp_path, 0)
     write_part(bad, tmp_path, 1)
-    assert _part_reusable(tmp_path / "part-000000.parquet", 2)
-    assert not _part_reusable(tmp_path / "part-000001.parquet", 2)
-    assert not _part_reusable(tmp_path / "part-000000.parquet", 3)  # incomplete
-    assert not _part_reusable(tmp_path / "part-000009.parquet", 2)  # missing
+    assert part_reusable(tmp_path / "part-000000.parquet", 2)
+    assert not part_reusable(tmp_path / "part-000001.parquet", 2)
+    assert not part_reusable(tmp_path / "part-000000.parquet", 3)  # incomplete
+    assert not part_reusable(tmp_path / "part-000009.parquet", 2)  # missing
 
 
 def test_classify_fetch_needs_a_scale_for_a_model_without_one(fake, tmp_path: Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -128,3 +129,18 @@ def test_fetch_1000_rows_with_10_percent_faults_then_resume(fake, tmp_path: Path
     assert len(again) == n and (again.status == table.status).all()
     with CutoutCache(tmp_path / "cache") as cache:
         assert len(cache) == counts[OK] + counts[NO_COVERAGE]
+
+
+def test_one_definition_of_the_fetch_options() -> None:
+    """`fetch` and `classify --fetch` take the same options, named and defaulted as FetchOptions."""
+    import dataclasses
+
+    from galmerge.cli import FETCH_OPTIONS, classify, fetch
+    from galmerge.inference.fetch import FetchOptions
+
+    fields = {f.name: f.default for f in dataclasses.fields(FetchOptions)}
+    for name, (_, default) in FETCH_OPTIONS.items():
+        assert name in fields
+        assert name == "service" or default == fields[name], name
+    for command in (classify, fetch):
+        assert set(FETCH_OPTIONS) <= set(inspect.signature(command).parameters)

@@ -576,7 +576,7 @@ def test_a_galmerge_error_in_a_row_is_that_rows_status(tmp_path: Path) -> None:
 def test_a_resumed_run_writes_the_bytes_of_an_uninterrupted_one(
         tmp_path: Path, ext: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The column metadata come from the manifest in the order a resumed run reads it back."""
-    from galmerge.inference import pipeline
+    from galmerge.inference import run
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     cat = _small_catalogue(tmp_path, 12)
@@ -586,7 +586,7 @@ def test_a_resumed_run_writes_the_bytes_of_an_uninterrupted_one(
     want = out.read_bytes()
     out.unlink()
     with monkeypatch.context() as m:  # keep the work folder, as after a kill -9
-        m.setattr(pipeline, "_empty_work_dir", lambda *a, **k: None)
+        m.setattr(run, "empty_work_dir", lambda *a, **k: None)
         classify_catalog(cat, model=MODEL, output=out, options=opts)
     out.unlink()
     summary = classify_catalog(cat, model=MODEL, output=out, options=opts, resume=True)

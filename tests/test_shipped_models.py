@@ -71,3 +71,14 @@ def test_simsim_model_separates_simulated_noisy_mergers(tmp_path: Path) -> None:
     clf = OnnxClassifier(SIMSIM, device="cpu")
     assert not clf.placeholder and clf.convention.pixel_convention == "flux-linear"
     assert roc_auc(y, clf.predict(x.astype(np.float32))) > 0.8
+
+
+@pytest.mark.parametrize("name", ["deepmerge-sdss.onnx", "deepmerge-simsim.onnx"])
+def test_metadata_read_without_a_session_is_the_sessions(name: str) -> None:
+    """`galmerge fetch` reads a model's metadata from the file, not from an ORT session."""
+    from galmerge.inference.fetch import convention_from_onnx
+    from galmerge.inference.onnx_wire import read_metadata_props
+
+    clf = OnnxClassifier(MODELS / name, device="cpu", threads=1)
+    assert read_metadata_props(MODELS / name) == clf.metadata
+    assert convention_from_onnx(MODELS / name) == clf.convention

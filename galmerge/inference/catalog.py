@@ -54,6 +54,7 @@ from galmerge.inference.coordinates import (
     looks_like_designations,
     sexagesimal_degrees,
 )
+from galmerge.inference.formats import format_of_extension
 from galmerge.inference.tablemeta import ColumnMeta, TableMeta, astropy_meta, safe_names
 
 __all__ = [
@@ -79,16 +80,6 @@ __all__ = [
 
 FORMATS = ("csv", "tsv", "ecsv", "fits", "votable", "parquet", "hdf5",
            *tf.ASTROPY_TEXT_FORMATS)
-#: Extensions that name a format; any other (``.txt``, ``.dat``, ``.tbl``, none) is
-#: recognised by content (:func:`galmerge.inference.textformats.sniff`).
-_EXTENSIONS = {
-    ".csv": "csv", ".tsv": "tsv", ".ecsv": "ecsv",
-    ".fits": "fits", ".fit": "fits", ".fts": "fits",
-    ".vot": "votable", ".votable": "votable", ".xml": "votable",
-    ".parquet": "parquet", ".pq": "parquet",
-    ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5",
-    ".ipac": "ipac", ".mrt": "mrt",
-}
 _ALIASES = {"vot": "votable", "xml": "votable", "h5": "hdf5", "pq": "parquet", "fit": "fits",
             "tab": "tsv", "ascii": "whitespace", "basic": "whitespace", "sex": "sextractor",
             "fixed": "fixed_width", "fwf": "fixed_width"}
@@ -135,10 +126,10 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
         if name.endswith(comp):
             name = name[: -len(comp)]
             break
-    ext = Path(name).suffix
-    if ext in _EXTENSIONS:
-        return _EXTENSIONS[ext]
-    return tf.sniff(Path(path))
+    # An extension of the format table names the format; any other (``.txt``, ``.dat``,
+    # ``.tbl``, none) is recognised by content.
+    named = format_of_extension(Path(name).suffix)
+    return named if named is not None else tf.sniff(Path(path))
 
 
 @dataclass(frozen=True)

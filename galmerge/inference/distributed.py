@@ -1,6 +1,7 @@
 """Run `galmerge classify` on a Dask cluster: the same partitions, the same part files.
 
-The local runner (:func:`galmerge.inference.pipeline.classify_catalog`) reads
+The local runner (:mod:`galmerge.inference.local`, under
+:func:`galmerge.inference.run.classify_catalog`) reads
 catalogue partitions (or chunks) and writes partition ``k`` as part file ``k``;
 it then assembles the parts in order (or finishes a partitioned output).
 :class:`DaskRunner` replaces only the middle step. Where the catalogue can be
@@ -8,7 +9,7 @@ read by row range (Parquet files and datasets, HATS pixels, FITS, HDF5: see
 :mod:`galmerge.inference.partitions`) a task carries only the partition's
 *address* (:class:`~galmerge.inference.partitions.Partition`): the worker opens
 the catalogue itself, reads its rows, classifies them with the same
-:func:`~galmerge.inference.pipeline.classify_rows` and writes the part file, so
+:func:`~galmerge.inference.chunk.classify_rows` and writes the part file, so
 the client reads no rows and its memory and network stay flat. Other formats
 (CSV, VOTable, compressed files) are read on the client and each chunk travels
 with its task, as before. Either way the output is identical to a local run, in
@@ -35,8 +36,7 @@ the same mounts. Torch-free.
 from __future__ import annotations
 
 import contextlib
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -44,18 +44,19 @@ from typing import Any, cast
 import pandas as pd
 
 from galmerge.errors import GalmergeError
-from galmerge.inference.catalog import Columns
-from galmerge.inference.cutouts import CutoutSource
-from galmerge.inference.partitions import Partition
+from galmerge.inference.chunk import classify_chunk, classify_rows
+from galmerge.inference.context import ContextSpec, ProgressFn, make_context, service_source
+from galmerge.inference.cutouts import LocalFileSource
+from galmerge.inference.engine import OnnxClassifier, available_cpus
+from galmerge.inference.partitions import Partition, open_input, read_partition_safely
+from galmerge.inference.writers import write_part
 
 __all__ = [
     "ChunkTask",
     "ClassifyContextPlugin",
-    "ContextSpec",
     "DaskRunner",
-    "ProgressFn",
     "classify_part",
-    "new_run_id",
+    "classify_partition",
     "plugin_name",
 ]
 
@@ -66,45 +67,6 @@ except ImportError:  # pragma: no cover - without the dask extra, DaskRunner say
 
 #: A chunk to classify: (part number k, first row number, rows), or a partition's address.
 ChunkTask = tuple[int, int, pd.DataFrame] | Partition
-ProgressFn = Callable[[str, int], None]
-
-
-@dataclass(frozen=True)
-class ContextSpec:
-    """Everything a worker needs to build the classify context of one run (picklable).
-
-    Paths are kept as the client was given them, with the client's working
-    directory: a worker in the same directory (a local cluster) uses them as
-    they are, so its messages match a local run word for word; a worker
-    elsewhere resolves relative paths against ``cwd``.
-
-    Attributes:
-        run_id: unique per run; names the worker plugin.
-        model: the ``.onnx`` file.
-        columns: the catalogue's column map.
-        options: the run's :class:`~galmerge.inference.pipeline.ClassifyOptions`.
-        base_dir: the catalogue's folder (``file_loc`` is relative to it).
-        cwd: the client's working directory.
-        source: a cutout source to copy to each worker instead of local files
-            (it must be picklable; it is closed on the worker at the end).
-        catalog: the catalogue (file or directory) that workers read partitions of.
-    """
-
-    run_id: str
-    model: str
-    columns: Columns
-    options: Any
-    base_dir: str
-    cwd: str
-    source: CutoutSource | None = None
-    catalog: str = ""
-
-    def path(self, value: str) -> str:
-        """``value`` as this process must open it."""
-        p = Path(value)
-        if p.is_absolute() or Path.cwd() == Path(self.cwd):
-            return value
-        return str(Path(self.cwd) / p)
 
 
 class ClassifyContextPlugin(WorkerPlugin):  # type: ignore[misc, valid-type]
@@ -139,10 +101,6 @@ class ClassifyContextPlugin(WorkerPlugin):  # type: ignore[misc, valid-type]
     def context(self) -> Any:
         """The worker's classify context (ONNX session opened once, then reused)."""
         if self.ctx is None:
-            from galmerge.inference.cutouts import LocalFileSource
-            from galmerge.inference.engine import OnnxClassifier
-            from galmerge.inference.pipeline import make_context, service_source
-
             spec, opts = self.spec, self.spec.options
             if opts.threads is None:
                 # Worker processes share the machine: ORT threads = this worker's share.
@@ -165,8 +123,6 @@ class ClassifyContextPlugin(WorkerPlugin):  # type: ignore[misc, valid-type]
     def reader(self) -> Any:
         """The catalogue opened on this worker (once; only its metadata is read)."""
         if self._reader is None:
-            from galmerge.inference.partitions import open_input
-
             self._reader = open_input(self.spec.path(self.spec.catalog),
                                       self.spec.options.format)
         return self._reader
@@ -186,8 +142,6 @@ def classify_part(run_id: str, k: int, start: int, chunk: pd.DataFrame, work: st
     """
     from distributed import get_worker
 
-    from galmerge.inference.pipeline import classify_chunk
-    from galmerge.inference.writers import write_part
 
     plugin = cast(ClassifyContextPlugin, get_worker().plugins[plugin_name(run_id)])
     ctx = plugin.context()
@@ -204,9 +158,6 @@ def classify_partition(run_id: str, part: Partition, work: str) -> tuple[int, in
     """
     from distributed import get_worker
 
-    from galmerge.inference.partitions import read_partition_safely
-    from galmerge.inference.pipeline import classify_rows
-    from galmerge.inference.writers import write_part
 
     plugin = cast(ClassifyContextPlugin, get_worker().plugins[plugin_name(run_id)])
     ctx = plugin.context()
@@ -281,8 +232,6 @@ class DaskRunner:
             with client:
                 yield client
             return
-        from galmerge.inference.engine import available_cpus
-
         n = self.n_workers or available_cpus()
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                           dashboard_address=None, host="127.0.0.1",
@@ -355,7 +304,3 @@ class DaskRunner:
         if progress is not None:
             progress("rows", n)
 
-
-def new_run_id() -> str:
-    """A fresh run id (names the worker plugin and the task keys)."""
-    return uuid.uuid4().hex[:12]

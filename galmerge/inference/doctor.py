@@ -35,7 +35,8 @@ from galmerge import __version__
 from galmerge.conventions import ModelConvention
 from galmerge.errors import GalmergeError
 from galmerge.inference.engine import file_sha256
-from galmerge.inference.pipeline import MODELS_ENV, model_search_path
+from galmerge.inference.models import MODELS_ENV, model_search_path
+from galmerge.inference.onnx_wire import field_bytes, field_varint
 
 __all__ = [
     "DEVICES",
@@ -135,38 +136,17 @@ class DoctorReport:
 # --- a tiny ONNX model, encoded by hand ----------------------------------------
 # The inference image has no `onnx` package, so the probe model for the
 # provider check is written directly in protobuf wire format (onnx.proto3:
-# ModelProto / GraphProto / NodeProto / TensorProto / ValueInfoProto).
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field_varint(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
-
-
-def _field_bytes(number: int, payload: bytes | str) -> bytes:
-    data = payload.encode() if isinstance(payload, str) else payload
-    return _varint((number << 3) | 2) + _varint(len(data)) + data
+# ModelProto / GraphProto / NodeProto / TensorProto / ValueInfoProto; onnx_wire.py).
 
 
 def _tensor_type(dims: tuple[int, ...]) -> bytes:
-    shape = b"".join(_field_bytes(1, _field_varint(1, d)) for d in dims)  # Dimension.dim_value
-    tensor = _field_varint(1, 1) + _field_bytes(2, shape)  # elem_type FLOAT, shape
-    return _field_bytes(1, tensor)  # TypeProto.tensor_type
+    shape = b"".join(field_bytes(1, field_varint(1, d)) for d in dims)  # Dimension.dim_value
+    tensor = field_varint(1, 1) + field_bytes(2, shape)  # elem_type FLOAT, shape
+    return field_bytes(1, tensor)  # TypeProto.tensor_type
 
 
 def _value_info(name: str, dims: tuple[int, ...]) -> bytes:
-    return _field_bytes(1, name) + _field_bytes(2, _tensor_type(dims))
+    return field_bytes(1, name) + field_bytes(2, _tensor_type(dims))
 
 
 #: Probe input and kernel: a 1x1x4x4 ramp convolved with a 3x3 kernel.
@@ -182,22 +162,22 @@ def probe_model_bytes() -> bytes:
     cuDNN, which is the library that is most often missing or mismatched.
     """
     weight = (
-        b"".join(_field_varint(1, d) for d in PROBE_KERNEL.shape)  # dims
-        + _field_varint(2, 1)  # data_type FLOAT
-        + _field_bytes(8, "w")  # name
-        + _field_bytes(9, PROBE_KERNEL.astype("<f4").tobytes())  # raw_data
+        b"".join(field_varint(1, d) for d in PROBE_KERNEL.shape)  # dims
+        + field_varint(2, 1)  # data_type FLOAT
+        + field_bytes(8, "w")  # name
+        + field_bytes(9, PROBE_KERNEL.astype("<f4").tobytes())  # raw_data
     )
-    node = (_field_bytes(1, "x") + _field_bytes(1, "w") + _field_bytes(2, "y")
-            + _field_bytes(3, "probe_conv") + _field_bytes(4, "Conv"))
-    graph = (_field_bytes(1, node) + _field_bytes(2, "galmerge_doctor_probe")
-             + _field_bytes(5, weight)
-             + _field_bytes(11, _value_info("x", (1, 1, 4, 4)))
-             + _field_bytes(12, _value_info("y", (1, 1, 2, 2))))
-    opset = _field_bytes(1, "") + _field_varint(2, 13)
-    return (_field_varint(1, 8)  # ir_version 8 (ONNX 1.10+), opset 13
-            + _field_bytes(2, "galmerge-doctor")
-            + _field_bytes(7, graph)
-            + _field_bytes(8, opset))
+    node = (field_bytes(1, "x") + field_bytes(1, "w") + field_bytes(2, "y")
+            + field_bytes(3, "probe_conv") + field_bytes(4, "Conv"))
+    graph = (field_bytes(1, node) + field_bytes(2, "galmerge_doctor_probe")
+             + field_bytes(5, weight)
+             + field_bytes(11, _value_info("x", (1, 1, 4, 4)))
+             + field_bytes(12, _value_info("y", (1, 1, 2, 2))))
+    opset = field_bytes(1, "") + field_varint(2, 13)
+    return (field_varint(1, 8)  # ir_version 8 (ONNX 1.10+), opset 13
+            + field_bytes(2, "galmerge-doctor")
+            + field_bytes(7, graph)
+            + field_bytes(8, opset))
 
 
 def probe_expected() -> np.ndarray:

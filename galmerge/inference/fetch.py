@@ -31,18 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from galmerge.conventions import ModelConvention
 from galmerge.errors import GalmergeError
 from galmerge.inference.cache import CACHE_FILE, CutoutCache
 from galmerge.inference.catalog import (
-    Columns,
     find_columns,
-    id_strings,
     open_catalog,
-    parse_coordinates,
 )
 from galmerge.inference.concurrency import ordered_map
 from galmerge.inference.cutouts import (
@@ -52,9 +46,11 @@ from galmerge.inference.cutouts import (
     Cutout,
     CutoutRequest,
 )
-from galmerge.inference.engine import OnnxClassifier
 from galmerge.inference.http import HttpSettings
+from galmerge.inference.models import resolve_model
+from galmerge.inference.onnx_wire import read_metadata_props
 from galmerge.inference.paths import check_outputs_spare_inputs
+from galmerge.inference.row_requests import row_requests, row_scales
 from galmerge.inference.services import (
     SERVICES,
     ServiceCutoutSource,
@@ -72,11 +68,9 @@ __all__ = [
     "FetchSummary",
     "Prefetcher",
     "catalog_requests",
-    "chunk_requests",
     "convention_from_onnx",
     "default_cache_dir",
     "fetch_catalog",
-    "row_scales",
 ]
 
 STATUS_COLUMNS = ("row", "id", "ra", "dec", "status", "status_detail")
@@ -192,44 +186,6 @@ class FetchOptions:
             raise
 
 
-def row_scales(chunk: pd.DataFrame, column: str | None, factor: float,
-               where: str) -> np.ndarray | None:
-    """Per-row cutout scales (arcsec/px) = ``column`` x ``factor``; NaN where unusable."""
-    if not column:
-        return None
-    if column not in chunk.columns:
-        lower = {str(c).lower(): c for c in chunk.columns}
-        if column.lower() not in lower:
-            raise GalmergeError(f"{where}: no column {column!r} for --scale-col",
-                                hint=f"columns are: {', '.join(map(str, chunk.columns[:30]))}")
-        column = lower[column.lower()]
-    vals = pd.to_numeric(chunk[column], errors="coerce").to_numpy(dtype=np.float64,
-                                                                  na_value=np.nan)
-    out = vals * factor
-    out[~(np.isfinite(out) & (out > 0))] = np.nan
-    return out
-
-
-def chunk_requests(chunk: pd.DataFrame, start_row: int, cols: Columns, *,
-                   scales: np.ndarray | None = None) -> list[CutoutRequest]:
-    """One :class:`CutoutRequest` per row of a catalogue chunk (bad coordinates -> None)."""
-    ids, _ = id_strings(chunk[cols.id])
-    n = len(chunk)
-    if cols.ra and cols.dec:
-        ra, dec, problem = parse_coordinates(chunk[cols.ra], chunk[cols.dec])
-    else:
-        ra = dec = np.full(n, np.nan)
-        problem = np.full(n, "no coordinate columns", dtype=object)
-    out = []
-    for i in range(n):
-        bad = problem[i] != ""
-        sc = None if scales is None else float(scales[i])
-        out.append(CutoutRequest(row=start_row + i, id=ids[i],
-                                 ra=None if bad else float(ra[i]),
-                                 dec=None if bad else float(dec[i]), scale=sc))
-    return out
-
-
 # --- prefetching for the classify pipeline ---------------------------------------------------
 
 class Prefetcher:
@@ -329,16 +285,18 @@ class FetchSummary:
 
 def convention_from_onnx(path: str | Path | None) -> ModelConvention | None:
     """The input convention in an ONNX model's metadata (``None``: the default model's,
-    or None when the default model is not installed)."""
-    from galmerge.inference.pipeline import resolve_model  # the cycle the contract lists
+    or None when the default model is not installed).
 
+    Only the metadata is read (:func:`~galmerge.inference.onnx_wire.read_metadata_props`),
+    not the graph: no ONNX Runtime session is opened to learn a cutout's size and scale.
+    """
     try:
         model = resolve_model(None if path is None else str(path))
     except GalmergeError:
         if path is None:
             return None
         raise
-    return OnnxClassifier(model, device="cpu", threads=1).convention
+    return ModelConvention.from_metadata(read_metadata_props(model), source=str(model))
 
 
 def _previous_done(path: Path) -> dict[int, tuple[str, str]]:
@@ -368,7 +326,7 @@ def catalog_requests(config: FetchConfig, convention: ModelConvention | None
     factor = opts.factor(convention)
     for start, chunk in reader.chunks(config.chunk_size, limit=config.limit):
         scales = row_scales(chunk, opts.scale_col, factor, str(cat))
-        yield from chunk_requests(chunk, start, cols, scales=scales)
+        yield from row_requests(chunk, start, cols, scales=scales).requests
 
 
 def fetch_catalog(config: FetchConfig, *,

@@ -38,9 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from galmerge import __version__
-from galmerge.data.images import RawImage
 from galmerge.errors import GalmergeError
-from galmerge.inference.status import FETCH_FAILED
 
 __all__ = [
     "RETRY_STATUSES",
@@ -76,7 +74,7 @@ class HttpSettings:
         max_attempts: tries per cutout, the first included.
         backoff_base, backoff_max: seconds; see the module docstring.
         max_retry_after: a ``Retry-After`` longer than this (seconds) ends the
-            row as ``fetch_failed`` instead of stalling the run.
+            attempt as failed instead of stalling the run.
         max_body_bytes: larger bodies are refused (a cutout is KB to a few MB);
             counted after any ``Content-Encoding`` is undone.
         total_timeout: seconds one request may take from sending to the last
@@ -187,15 +185,18 @@ class TransientError(Exception):
 
 @dataclass
 class Attempt:
-    """What one answer means for a row.
+    """What one answer means to the caller (the ``interpret`` callback of :meth:`HttpClient.fetch`).
 
-    ``retry=True`` asks the client to try again (``detail`` says why); otherwise
-    ``status``/``raw``/``detail`` are the row's outcome, and ``body`` /
-    ``content_type`` what may be cached for it.
+    ``retry=True`` asks the client to try again (``detail`` says why). Otherwise the
+    attempt is final: ``outcome`` is the caller's verdict on the answer (e.g. a row
+    status) and ``value`` what it decoded, or ``outcome == ""`` when the request
+    failed (the client's own verdict when it gives up or is interrupted: the caller
+    says what a failure means for it); ``body``/``content_type`` what may be cached.
+    This module knows bytes and HTTP, not what the caller makes of them.
     """
 
-    status: str
-    raw: RawImage | None = None
+    outcome: str = ""
+    value: Any = None
     detail: str = ""
     retry: bool = False
     retry_after: float | None = None
@@ -281,16 +282,16 @@ def generic_attempt(resp: Response) -> Attempt | None:
     if msg and msg.lower() not in resp.reason.lower():
         what += f": {msg}"
     if resp.status == 429:
-        return Attempt(FETCH_FAILED, detail=what, retry=True,
+        return Attempt(detail=what, retry=True,
                        retry_after=parse_retry_after(resp.headers.get("Retry-After")))
     if resp.status in RETRY_STATUSES or 500 <= resp.status < 600:
-        return Attempt(FETCH_FAILED, detail=what, retry=True,
+        return Attempt(detail=what, retry=True,
                        retry_after=parse_retry_after(resp.headers.get("Retry-After")))
     if resp.status == 404:
         what += " (not retried; check --service-url)"
     else:
         what += " (not retried)"
-    return Attempt(FETCH_FAILED, detail=what)
+    return Attempt(detail=what)
 
 
 class HttpClient:
@@ -407,8 +408,7 @@ class HttpClient:
             try:
                 with self._slots:
                     if not self.limiter.acquire(self.stop):
-                        return Attempt(FETCH_FAILED,
-                                       detail=f"interrupted ({reason or 'closed'})")
+                        return Attempt(detail=f"interrupted ({reason or 'closed'})")
                     resp = self.get(url, params)
             except TransientError as exc:
                 self.stats.add(transient_errors=1)
@@ -424,7 +424,7 @@ class HttpClient:
             if attempt == st.max_attempts - 1:
                 break
             if retry_after is not None and retry_after > st.max_retry_after:
-                return Attempt(FETCH_FAILED, detail=(
+                return Attempt(detail=(
                     f"{reason}; Retry-After {retry_after:g} s exceeds the "
                     f"{st.max_retry_after:g} s limit (not retried)"))
             with self._lock:
@@ -434,10 +434,9 @@ class HttpClient:
                 delay = max(delay, retry_after)
                 self.limiter.pause_until(time.monotonic() + retry_after)
             if self.stop.wait(delay):
-                return Attempt(FETCH_FAILED, detail=f"interrupted ({reason})")
+                return Attempt(detail=f"interrupted ({reason})")
         n = st.max_attempts
-        return Attempt(FETCH_FAILED,
-                       detail=f"{reason} (gave up after {n} attempt{'s' if n > 1 else ''})")
+        return Attempt(detail=f"{reason} (gave up after {n} attempt{'s' if n > 1 else ''})")
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:

@@ -1,7 +1,7 @@
 """Progress bar (rows/s, ETA) and the end-of-run summary table, with rich.
 
 Used by the CLI only; the library reports progress through a plain callback
-``progress(kind, n)`` (see :func:`galmerge.inference.pipeline.classify_catalog`).
+``progress(kind, n)`` (see :func:`galmerge.inference.run.classify_catalog`).
 
 Torch-free.
 """
@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from galmerge.inference.pipeline import RunSummary
+from galmerge.inference.run import RunSummary
 from galmerge.inference.status import OK, STATUS_MEANING
 from galmerge.progressbar import ProgressBar
 

@@ -372,16 +372,17 @@ class ServiceCutoutSource(CutoutSource):
         assert request.ra is not None and request.dec is not None
         urls, params = self._query(request.ra, request.dec, n, s)
         result = self.client.fetch(urls, params, lambda r: self._interpret(r, where))
-        if self.cache is not None and result.status in (OK, NO_COVERAGE):
-            self.cache.put(key, status=result.status, body=result.body if result.status == OK
+        status = result.outcome or FETCH_FAILED  # the client gave up, or the answer was bad
+        if self.cache is not None and status in (OK, NO_COVERAGE):
+            self.cache.put(key, status=status, body=result.body if status == OK
                            else None, content_type=result.content_type, detail=result.detail,
                            url=result.url)
-        elif self.cache is not None and result.status == FETCH_FAILED:
+        elif self.cache is not None and status == FETCH_FAILED:
             with self._lock:
                 if len(self._recent_failures) >= 100_000:
                     self._recent_failures.pop(next(iter(self._recent_failures)))
                 self._recent_failures[key.text] = (time.monotonic(), result.detail)
-        return Cutout(result.status, result.raw, result.detail)
+        return Cutout(status, result.value, result.detail)
 
     def forget_failures(self) -> None:
         """Let rows that failed recently be fetched again at once."""
@@ -445,14 +446,14 @@ class ServiceCutoutSource(CutoutSource):
             return generic
         problem = self._body_problem(resp)
         if problem:
-            return Attempt(FETCH_FAILED, detail=problem, retry=True)
+            return Attempt(detail=problem, retry=True)
         try:
             raw = self._decode(resp.body, resp.content_type, where)
         except ImageTooLarge as exc:  # asking again gets the same bomb: final, never cached
             return Attempt(TOO_LARGE, detail=exc.one_line())
         except GalmergeError as exc:
             why = exc.one_line().split(": ", 1)[-1]
-            return Attempt(FETCH_FAILED, detail=f"corrupt {self.fmt} body with HTTP 200 "
+            return Attempt(detail=f"corrupt {self.fmt} body with HTTP 200 "
                            f"({why[:160]})", retry=True)
         frac = blank_fraction(raw.pixels)
         if frac > self.coverage_threshold:

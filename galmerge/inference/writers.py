@@ -50,6 +50,7 @@ from galmerge import __version__
 from galmerge.errors import GalmergeError
 from galmerge.inference.catalog import arrow_to_frame
 from galmerge.inference.cutouts import OK, STATUSES
+from galmerge.inference.formats import OUTPUT_EXTENSIONS
 from galmerge.inference.tablemeta import (
     RESULT_COLUMNS,
     ColumnMeta,
@@ -80,9 +81,8 @@ __all__ = [
     "write_part",
 ]
 
-OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits",
-                  ".fit": "fits", ".ecsv": "ecsv", ".vot": "votable", ".votable": "votable",
-                  ".xml": "votable", ".h5": "hdf5", ".hdf5": "hdf5"}
+#: Output extension -> format (from the one format table).
+OUTPUT_FORMATS = OUTPUT_EXTENSIONS
 PART_GLOB = "part-*.parquet"
 #: FITS/HDF5 stand-in for a missing integer (FITS ``TNULLn``).
 INT_NULL = np.iinfo(np.int64).min
