@@ -26,6 +26,7 @@ from galmerge.cli import app
 from galmerge.data.dataset import write_dataset
 from galmerge.data.images import prepare, read_image
 from galmerge.export import sdss_example_convention
+from galmerge.inference.cutouts import NO_SOURCE_DETAIL, LocalFileSource
 from galmerge.inference.engine import OnnxClassifier
 from galmerge.inference.pipeline import ClassifyOptions, classify_catalog
 from tests.conftest import ROOT
@@ -431,6 +432,8 @@ def test_darg_fits_sentinels_and_bad_coordinates(tmp_path: Path, darg_dir: Path,
     assert "sentinel" in got["status_detail"][1] and "outside [0, 360)" in got["status_detail"][6]
     assert status[30] == "ok"
     assert set(status[8:30] + status[31:]) == {"no_cutout_source"}
+    # set in bulk (the source says so for every row without file_loc), with the source's words
+    assert set(got["status_detail"][8:30]) == {NO_SOURCE_DETAIL}
     # The other columns, sentinels included, are carried exactly; 64-bit ids too.
     assert got["object1"].dtype.str[1:] == "i8" and list(got["object1"]) == list(t["object1"])
     assert list(got["specz2"]) == list(t["specz2"]) and (got["specz2"] == -9999).any()
@@ -559,3 +562,12 @@ def test_inference_sources_never_import_torch() -> None:
                 assert not any(n == "torch" or n.startswith(("torch.", "galmerge.training",
                                                               "galmerge.export"))
                                for n in names), f"{path}: imports {names}"
+
+
+def test_local_source_says_in_bulk_only_when_it_has_nowhere_to_look(tmp_path: Path,
+                                                                   example_dir: Path) -> None:
+    assert LocalFileSource(base_dir=tmp_path).without_location() == (
+        "no_cutout_source", NO_SOURCE_DETAIL)
+    # with a cutouts folder a row without file_loc is looked up by its id: no bulk answer
+    folder = LocalFileSource(base_dir=tmp_path, cutouts=example_dir / "cutouts")
+    assert folder.without_location() is None

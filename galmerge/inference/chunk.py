@@ -73,9 +73,15 @@ def classify_chunk(chunk: pd.DataFrame, start_row: int, ctx: ClassifyContext, *,
     problem = rows.problem
     todo: list[CutoutRequest] = []
     positions: list[int] = []
+    # What the source says of every row without a file_loc, when it can say it in bulk:
+    # at survey scale most rows may have no cutout, and asking for each costs ~25 us.
+    blanket = ctx.source.without_location()
     for i, req in enumerate(rows.requests):
         if problem is not None and problem[i] != "" and not (ctx.options.cutouts or req.file_loc):
             status[i], detail[i] = BAD_COORDINATES, problem[i]  # nowhere else to look
+            continue
+        if blanket is not None and not req.file_loc:
+            status[i], detail[i] = blanket
             continue
         todo.append(req)
         positions.append(i)

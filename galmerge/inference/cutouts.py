@@ -85,6 +85,10 @@ def model_limits(convention: object, max_pixels: int | None = None) -> ImageLimi
                                  cutout_pixels=int(px) if str(px).isdigit() else None)
 
 
+#: Detail of the ``no_cutout_source`` status of a local source.
+NO_SOURCE_DETAIL = "no file_loc and no --cutouts (and no service to fetch from)"
+
+
 class CutoutSource(ABC):
     """Coordinates or locations in, images (or statuses) out."""
 
@@ -114,6 +118,13 @@ class CutoutSource(ABC):
         without per-row Python work. The default (None) means "use
         :meth:`get_many`".
         """
+        return None
+
+    def without_location(self) -> tuple[str, str] | None:
+        """``(status, detail)`` this source gives *every* request without a ``file_loc``,
+        when it can say so without looking at the request; None (the default) when each
+        such request must be asked (e.g. fetched by its coordinates). Lets a run set the
+        status of millions of location-less rows in bulk."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
@@ -398,8 +409,13 @@ class LocalFileSource(CutoutSource):
                                 self._ext_order.insert(0, ext)
                     return "file", cand, None, ""
             return MISSING_FILE, None, None, f"no {ident}.* image in {self._dir}"
-        return (NO_CUTOUT_SOURCE, None, None,
-                "no file_loc and no --cutouts (and no service to fetch from)")
+        return (NO_CUTOUT_SOURCE, None, None, NO_SOURCE_DETAIL)
+
+    def without_location(self) -> tuple[str, str] | None:
+        """No ``--cutouts`` folder or cube: a row without ``file_loc`` has no cutout."""
+        if self._cube is None and self._dir is None:
+            return NO_CUTOUT_SOURCE, NO_SOURCE_DETAIL
+        return None
 
     def get(self, request: CutoutRequest) -> Cutout:
         """One row's cutout (never raises for a per-row problem)."""
