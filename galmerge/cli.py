@@ -2,9 +2,10 @@
 
 Each subcommand parses its options, calls one library function, and prints.
 Problems a user can fix surface as :class:`~galmerge.errors.GalmergeError`
-and are printed as one line (``error: ...``) with exit status 2. Heavy
-imports (torch) happen inside the commands that need them, so ``classify``
-never loads torch.
+and are printed as one line (``error: ...``) with exit status 2. Library
+imports happen inside the commands that need them, so ``galmerge --help``
+starts fast and ``classify`` never loads torch; none of them works around a
+cycle (``cli`` is the top layer of the import contract in pyproject.toml).
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from galmerge.data.simulator.hst import HSTConfig, simulate_hst
+from galmerge.data.simulator.sdss import SDSSConfig, simulate_sdss
 from galmerge.data.simulator.truth import truth_columns
 from galmerge.errors import GalmergeError
 
@@ -78,18 +80,11 @@ def simulate(
         raise GalmergeError(f"--host-fraction must be between 0 and 1, got {host_fraction}")
     out = _writable_dir(Path(out_dir))
     if survey == "hst":
-        from galmerge.data.simulator.hst import HSTConfig, simulate_hst
-
         cfg = config if config is not None else HSTConfig()
         if not isinstance(cfg, HSTConfig):
             raise GalmergeError("survey 'hst' needs an HSTConfig")
         paths: tuple[Path, ...] = simulate_hst(out, int(n), int(seed), cfg)
     else:
-        try:
-            from galmerge.data.simulator.sdss import SDSSConfig, simulate_sdss
-        except ImportError:
-            raise GalmergeError("`--survey sdss` is not available in this build yet") from None
-
         cfg_s = config if config is not None else SDSSConfig()
         if not isinstance(cfg_s, SDSSConfig):
             raise GalmergeError("survey 'sdss' needs an SDSSConfig")
