@@ -130,6 +130,15 @@ def halo(
     return Points(px, py, w)
 
 
+def _in_disc(k: int, cx: np.ndarray, cy: np.ndarray, r: np.ndarray, ang: np.ndarray,
+             ellip: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Image positions of disc-plane points (radius ``r``, azimuth ``ang``): the disc
+    inclined (minor axis ``1 - ellip``), rotated to ``theta`` and centred on (cx, cy)."""
+    u, v = r * np.cos(ang), r * np.sin(ang) * (1.0 - _col(ellip, k))
+    c, s = np.cos(_col(theta, k)), np.sin(_col(theta, k))
+    return _col(cx, k) + u * c - v * s, _col(cy, k) + u * s + v * c
+
+
 def spiral_arms(
     rng: np.random.Generator, k: int, npts: int, cx: np.ndarray, cy: np.ndarray,
     r_in: np.ndarray, r_out: np.ndarray, pitch: np.ndarray, phase: np.ndarray,
@@ -151,10 +160,7 @@ def spiral_arms(
     r = _col(r_in, k) * np.exp(phi * tanp)
     ang = phi + _col(phase, k) + arm * (2 * np.pi / n_arms)
     r = r * (1.0 + 0.08 * rng.standard_normal((k, npts)))
-    u, v = r * np.cos(ang), r * np.sin(ang) * (1.0 - _col(ellip, k))
-    c, s = np.cos(_col(theta, k)), np.sin(_col(theta, k))
-    px = _col(cx, k) + u * c - v * s
-    py = _col(cy, k) + u * s + v * c
+    px, py = _in_disc(k, cx, cy, r, ang, ellip, theta)
     w = rng.gamma(0.6, 1.0, size=(k, npts)) * np.exp(-1.2 * t) * _col(amp, k)
     return Points(px, py, w)
 
@@ -169,10 +175,9 @@ def disc_knots(
     real discs."""
     r = rng.gamma(2.0, 1.0, (k, npts)) * _col(scale, k)
     ang = rng.uniform(0, 2 * np.pi, (k, npts))
-    u, v = r * np.cos(ang), r * np.sin(ang) * (1.0 - _col(ellip, k))
-    c, s = np.cos(_col(theta, k)), np.sin(_col(theta, k))
+    px, py = _in_disc(k, cx, cy, r, ang, ellip, theta)
     w = rng.gamma(0.6, 1.0, (k, npts)) * _col(amp, k)
-    return Points(_col(cx, k) + u * c - v * s, _col(cy, k) + u * s + v * c, w)
+    return Points(px, py, w)
 
 
 def ring(
@@ -185,10 +190,9 @@ def ring(
     and rotated to ``theta`` like :func:`spiral_arms`."""
     r = _col(radius, k) + rng.standard_normal((k, npts)) * _col(width, k)
     ang = rng.uniform(0, 2 * np.pi, (k, npts))
-    u, v = r * np.cos(ang), r * np.sin(ang) * (1.0 - _col(ellip, k))
-    c, s = np.cos(_col(theta, k)), np.sin(_col(theta, k))
+    px, py = _in_disc(k, cx, cy, r, ang, ellip, theta)
     w = rng.gamma(1.5, 1.0, (k, npts)) * _col(amp, k)
-    return Points(_col(cx, k) + u * c - v * s, _col(cy, k) + u * s + v * c, w)
+    return Points(px, py, w)
 
 
 def diffraction_spikes(
