@@ -473,12 +473,13 @@ def _rings(rng: np.random.Generator, g: dict[str, np.ndarray], px: dict[str, np.
     out: np.ndarray | float = 0.0
     for pre in ("1", "2"):
         flux = g[f"ring_flux{pre}"] * to_native[:, None]
-        if not (flux[:, 1] > 0).any():
+        on = flux[:, 1] > 0
+        if not on.any():
             continue
         radius = g[f"ring_r{pre}"] * px[f"d_re{pre}"]
         pts = debris.ring(rng, k, 500, px[f"x{pre}"], px[f"y{pre}"], radius,
                           g[f"ring_w{pre}"] * radius, g[f"d_e{pre}"], g[f"theta{pre}"],
-                          (flux[:, 1] > 0).astype(np.float64)).normalised()
+                          on.astype(np.float64)).normalised()
         out = out + flux.astype(np.float32)[:, :, None, None] * profiles.splat(
             r, pts.px, pts.py, pts.w)[:, None]
     return out
