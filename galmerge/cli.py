@@ -467,6 +467,9 @@ def survey_check(
     bootstrap: Annotated[int, typer.Option(
         "--bootstrap", help="Stratified bootstrap resamples for the intervals.")] = 2000,
     exclude: CheckExclude = None,
+    keep_stars: Annotated[bool, typer.Option(
+        "--keep-stars", help="Rank cutouts with a bright star near the centre like the "
+        "rest; by default they are set aside (ranked last), as classify does.")] = False,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Also write the full result as JSON here.")] = None,
 ) -> None:
@@ -488,7 +491,7 @@ def survey_check(
         models[name or files[0].stem] = files
     opts = SurveyCheckOptions(dev=dev, labels=labels, background=background,
                               merger_fraction=merger_fraction, bootstrap=bootstrap,
-                              exclude=tuple(exclude or ()))
+                              exclude=tuple(exclude or ()), keep_stars=keep_stars)
     res = run_survey_check(models, opts)
     names = list(models)
     typer.echo(format_survey_table(res, [(a, b) for a in names[:1] for b in names[1:]]))

@@ -225,7 +225,8 @@ def _score_into(ok: list[int], imgs: np.ndarray, positions: np.ndarray, ctx: Cla
         return
     rows = positions[np.asarray(ok)]
     assert ctx.scoring is not None
-    raw, spread, ood, reason = ctx.scoring.score_batch(clf.run_batch_members, imgs)
+    batch = ctx.scoring.score_batch(clf.run_batch_members, imgs)
+    raw = batch.raw
     bad = invalid_scores(raw)
     if bad.any():  # not a probability: the row gets a status, the run says why
         for i, v in zip(rows[bad], raw[bad], strict=True):
@@ -233,8 +234,8 @@ def _score_into(ok: list[int], imgs: np.ndarray, positions: np.ndarray, ctx: Cla
                 "not a probability in [0, 1]"
         ctx.warnings.add(f"model {clf.name} returned values that are not probabilities "
                          f"(NaN, or outside [0, 1]): those rows are {BAD_MODEL_OUTPUT}")
-        raw = np.where(bad, np.float32(np.nan), raw)
-    p.raw[rows], p.spread[rows], p.ood[rows], p.ood_reason[rows] = raw, spread, ood, reason
+        batch.raw = np.where(bad, np.float32(np.nan), raw)
+    p.store(rows, batch)
 
 
 def _result_frame(chunk: pd.DataFrame, p: RowScores, status: np.ndarray, detail: np.ndarray,
@@ -246,7 +247,7 @@ def _result_frame(chunk: pd.DataFrame, p: RowScores, status: np.ndarray, detail:
         ctx.warnings.add(f"input columns {', '.join(clash)} renamed with suffix _input")
     classified = status == OK
     assert ctx.scoring is not None
-    p_adj, is_m = ctx.scoring.columns(p.raw, classified)
+    p_adj, is_m = ctx.scoring.columns(p.raw, classified, p.star & classified)
     out["p_merger"] = p_adj
     out["p_merger_raw"] = p.raw
     out["p_merger_spread"] = p.spread
@@ -254,9 +255,14 @@ def _result_frame(chunk: pd.DataFrame, p: RowScores, status: np.ndarray, detail:
     ood = pd.array(p.ood, dtype="boolean")
     ood[~classified] = pd.NA
     out["ood"] = ood
-    for j in np.flatnonzero(p.ood & classified):
-        note = f"out of distribution: {p.ood_reason[j]}"
-        detail[j] = note if not detail[j] else f"{detail[j]}; {note}"
+    star = pd.array(p.star, dtype="boolean")
+    star[~classified] = pd.NA
+    out["bright_star"] = star
+    notes = [(p.ood, "out of distribution: ", p.ood_reason), (p.star, "", p.star_reason)]
+    for flag, prefix, reason in notes:
+        for j in np.flatnonzero(flag & classified):
+            note = prefix + reason[j]
+            detail[j] = note if not detail[j] else f"{detail[j]}; {note}"
     out["status"] = pd.array(status.astype(str), dtype=object)
     out["status_detail"] = pd.array(detail.astype(str), dtype=object)
     return out

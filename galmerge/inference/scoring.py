@@ -3,7 +3,8 @@
 :class:`Scoring` is made once per run from the model's metadata
 (:class:`~galmerge.inference.calibration.ModelCalibration`) and the user's
 options. Per batch, :meth:`Scoring.score_batch` runs the model over the views
-(:mod:`galmerge.inference.views`) and the OOD check (:mod:`galmerge.inference.ood`);
+(:mod:`galmerge.inference.views`), the OOD check (:mod:`galmerge.inference.ood`) and the
+bright-star check (:mod:`galmerge.inference.stars`);
 per chunk, :meth:`Scoring.columns` turns raw scores into ``p_merger`` (prior
 shifted) and ``is_merger``.
 
@@ -41,6 +42,7 @@ from galmerge.inference.calibration import (
 )
 from galmerge.inference.cutouts import OK
 from galmerge.inference.ood import ood_flags
+from galmerge.inference.stars import bright_star_flags
 from galmerge.inference.tablemeta import COLUMN_DESCRIPTIONS
 from galmerge.inference.views import DEFAULT_VIEWS, VIEW_CHOICES, score_views
 
@@ -54,18 +56,27 @@ ESTIMATE = "estimate"
 
 @dataclass
 class RowScores:
-    """Per-row outputs of one chunk (NaN/False where a row is not classified)."""
+    """Per-row outputs of one batch or chunk (NaN/False where a row is not classified):
+    raw score, its spread, the OOD flag and the bright-star flag with their reasons."""
 
     raw: np.ndarray
     spread: np.ndarray
     ood: np.ndarray
     ood_reason: np.ndarray
+    star: np.ndarray
+    star_reason: np.ndarray
 
     @classmethod
     def empty(cls, n: int) -> RowScores:
         """Arrays for ``n`` rows, nothing classified yet."""
         return cls(np.full(n, np.nan, dtype=np.float32), np.full(n, np.nan, dtype=np.float32),
+                   np.zeros(n, dtype=bool), np.full(n, "", dtype=object),
                    np.zeros(n, dtype=bool), np.full(n, "", dtype=object))
+
+    def store(self, rows: np.ndarray, batch: RowScores) -> None:
+        """Put one batch's outputs at ``rows`` of this chunk's arrays."""
+        for name in ("raw", "spread", "ood", "ood_reason", "star", "star_reason"):
+            getattr(self, name)[rows] = getattr(batch, name)
 
 
 @dataclass
@@ -98,18 +109,24 @@ class Scoring:
         return self.merger_fraction == ESTIMATE and self.estimate is None
 
     def score_batch(self, run_batch: Callable[[np.ndarray], np.ndarray], images: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """(raw, spread, ood, ood reasons) of one batch of model inputs."""
+                    ) -> RowScores:
+        """Scores, OOD and bright-star flags (with reasons) of one batch of model inputs."""
         raw, spread = score_views(run_batch, images, self.views)
         flag, why = ood_flags(images, self.convention, self.calibration.ood)
-        return raw, spread, flag, why
+        star, star_why = bright_star_flags(images, self.convention)
+        return RowScores(raw, spread, flag, np.asarray(why, dtype=object), star,
+                         np.asarray(star_why, dtype=object))
 
-    def columns(self, raw: np.ndarray, classified: np.ndarray) -> tuple[np.ndarray, Any]:
-        """(``p_merger`` float32, ``is_merger`` nullable boolean) from raw scores."""
+    def columns(self, raw: np.ndarray, classified: np.ndarray,
+                star: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """(``p_merger`` float32, ``is_merger`` nullable boolean) from raw scores; a row with
+        a bright star near the centre (``star`` true) is never ``is_merger``."""
+        if star is None:
+            star = np.zeros(len(raw), dtype=bool)
         cal = self.calibration
         p = shift_prior(cal.probability(raw), cal.base_fraction, self.prior)
         threshold = self.choice.threshold if self.choice is not None else 0.5
-        is_m = pd.array(np.where(classified, raw >= threshold, False), dtype="boolean")
+        is_m = pd.array(np.where(classified & ~star, raw >= threshold, False), dtype="boolean")
         is_m[~classified] = pd.NA
         return np.asarray(p, dtype=np.float32), is_m
 
@@ -224,7 +241,8 @@ def finalise_parts(parts: list[Path], scoring: Scoring,
     for k, path in enumerate(parts):
         frame = pq.read_table(path).to_pandas()
         raw = frame["p_merger_raw"].to_numpy(dtype=np.float32)
-        p, is_m = done.columns(raw, frame["status"].to_numpy() == OK)
+        star = frame["bright_star"].fillna(False).to_numpy(dtype=bool)
+        p, is_m = done.columns(raw, frame["status"].to_numpy() == OK, star)
         frame["p_merger"] = p
         frame["is_merger"] = is_m
         write(frame, k)

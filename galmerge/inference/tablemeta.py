@@ -31,8 +31,8 @@ __all__ = ["COLUMN_DESCRIPTIONS", "RESULT_COLUMNS", "ColumnMeta", "TableMeta",
            "safe_names", "votable_field_attrs", "xml_safe"]
 
 #: Columns added to every row by ``classify``.
-RESULT_COLUMNS = ("p_merger", "p_merger_raw", "p_merger_spread", "is_merger", "ood", "status",
-                  "status_detail")
+RESULT_COLUMNS = ("p_merger", "p_merger_raw", "p_merger_spread", "is_merger", "ood",
+                  "bright_star", "status", "status_detail")
 #: What the score columns mean (issue 11); also recorded in the run metadata.
 COLUMN_DESCRIPTIONS = {
     "p_merger": "probability that the galaxy is a merger at the run's merger fraction "
@@ -42,8 +42,12 @@ COLUMN_DESCRIPTIONS = {
     "p_merger_raw": "the model's softmax score (balanced-training prior), identity view",
     "p_merger_spread": "std (ddof 0) of the raw score over the views, and the members of a "
                        "seed ensemble (views_description)",
-    "is_merger": "p_merger_raw >= the run's threshold (threshold, threshold_rule)",
+    "is_merger": "p_merger_raw >= the run's threshold (threshold, threshold_rule) and not "
+                 "bright_star",
     "ood": "true when the model input is unlike the training images (reason in status_detail)",
+    "bright_star": "true when a saturated star sits near the centre of the cutout (reason in "
+                   "status_detail; SDSS colour JPEGs only): never is_merger; rank merger "
+                   "candidates by p_merger among rows with bright_star false",
 }
 STATUS_DOC = "docs/statuses.md"
 
@@ -156,9 +160,12 @@ def result_column_meta(model: str, threshold: float | None) -> dict[str, ColumnM
         "p_merger_spread": ColumnMeta(ucd="stat.stdev",
                                       description=COLUMN_DESCRIPTIONS["p_merger_spread"]),
         "is_merger": ColumnMeta(ucd="meta.code",
-                                description=f"p_merger_raw >= {cut}; null when not classified "
-                                            "(False in FITS/HDF5: select status == 'ok')"),
+                                description=f"p_merger_raw >= {cut} and not bright_star; null "
+                                            "when not classified (False in FITS/HDF5: select "
+                                            "status == 'ok')"),
         "ood": ColumnMeta(ucd="meta.code.qual", description=COLUMN_DESCRIPTIONS["ood"]),
+        "bright_star": ColumnMeta(ucd="src.class.starGalaxy",
+                                  description=COLUMN_DESCRIPTIONS["bright_star"]),
         "status": ColumnMeta(ucd="meta.code.status",
                              description=f"row status: ok or why not classified "
                                          f"(see {STATUS_DOC})"),
