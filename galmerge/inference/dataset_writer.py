@@ -42,6 +42,8 @@ __all__ = ["DATASET_FORMAT", "check_dataset_output", "check_dataset_spares_input
 #: The output ``format`` of a partitioned Parquet output.
 DATASET_FORMAT = "parquet-dataset"
 METADATA_FILES = ("_metadata", "_common_metadata")
+#: Rows per batch when the client counts the parts' statuses.
+COUNT_BATCH = 65536
 
 
 def is_dataset_output(output: str | Path | None, catalog: Path) -> bool:
@@ -95,16 +97,22 @@ def check_dataset_spares_inputs(out: Path, inputs: list[tuple[str, Path]]) -> No
 
 
 def _counts(parts: list[Path]) -> tuple[int, dict[str, int], int]:
-    """Rows, rows per status and mergers of the parts (two columns read per part)."""
+    """Rows, rows per status and mergers of the parts: two columns read per part in
+    batches of :data:`COUNT_BATCH` rows and counted in Arrow, so that the client's memory
+    does not grow with the size of a part (issue 15)."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     rows, merger, counts = 0, 0, {}
     for p in parts:
-        t = pq.read_table(p, columns=["status", "is_merger"])
-        rows += t.num_rows
-        for k, v in t.column("status").to_pandas().value_counts().items():
-            counts[str(k)] = counts.get(str(k), 0) + int(v)
-        merger += int((t.column("is_merger").to_pandas() == True).sum())  # noqa: E712
+        with pq.ParquetFile(p, buffer_size=1 << 20) as f:
+            for batch in f.iter_batches(batch_size=COUNT_BATCH, columns=["status", "is_merger"]):
+                rows += batch.num_rows
+                for item in pc.value_counts(batch.column("status")).to_pylist():
+                    k = str(item["values"])
+                    counts[k] = counts.get(k, 0) + int(item["counts"])
+                merger += int(pc.sum(pc.fill_null(batch.column("is_merger"), False)).as_py()
+                              or 0)
     ordered = {s: counts.get(s, 0) for s in (*STATUSES, *sorted(set(counts) - set(STATUSES)))
                if counts.get(s, 0) or s in STATUSES}
     return rows, ordered, merger
@@ -129,17 +137,21 @@ def _unified_schema(parts: list[Path]) -> Any:
 
 def _write_dataset_metadata(folder: Path, parts: list[Path], schema: Any,
                             meta: dict[str, Any]) -> None:
-    """``_common_metadata`` (schema + run metadata) and ``_metadata`` (every footer)."""
+    """``_common_metadata`` (schema + run metadata) and ``_metadata`` (every footer).
+
+    The footers are appended one by one to a single summary (what
+    ``pyarrow.parquet.write_metadata`` does with a ``metadata_collector``, without holding
+    every part's metadata object at once: ~30 KB each in memory, issue 15)."""
     import pyarrow.parquet as pq
 
     full = schema.with_metadata({"galmerge": json.dumps(meta, sort_keys=True)})
-    collected = []
+    pq.write_metadata(full, folder / "_common_metadata")
+    summary = pq.read_metadata(folder / "_common_metadata")
     for p in parts:
         md = pq.read_metadata(p)
         md.set_file_path(p.relative_to(folder).as_posix())
-        collected.append(md)
-    pq.write_metadata(full, folder / "_common_metadata")
-    pq.write_metadata(full, folder / "_metadata", metadata_collector=collected)
+        summary.append_row_groups(md)
+    summary.write_metadata_file(folder / "_metadata")
 
 
 def _replace_folder(built: Path, out: Path) -> None:
