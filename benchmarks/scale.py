@@ -28,6 +28,8 @@ cluster started as separate processes (``dask scheduler`` + ``dask worker
 the client only plans partitions and sends addresses, each worker reads and
 writes its own. Client and worker process trees are sampled separately, and the
 same catalogue is classified on the single-machine path for comparison.
+``--dask-format csv`` gives the Dask runs the sparse CSV instead: partitions are byte
+ranges aligned to line ends (``galmerge.inference.line_index``), read by the workers.
 """
 
 from __future__ import annotations
@@ -288,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dask-workers", default="1,2", help="worker counts for the Dask runs")
     parser.add_argument("--dask-chunk", type=int, default=65536,
                         help="row group = partition size of the Dask runs' Parquet catalogue")
+    parser.add_argument("--dask-format", choices=("parquet", "csv"), default="parquet",
+                        help="the Dask runs' catalogue: Parquet, or CSV (byte-range partitions)")
     parser.add_argument("--no-local", action="store_true",
                         help="Dask runs only (no single-machine run beside them)")
     parser.add_argument("classify_args", nargs="*",
@@ -313,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     if sizes(args.dask_sizes):
         lines = []
         for n in sizes(args.dask_sizes):
-            cat = build_parquet(work, n, args.every, 24, args.dask_chunk)
+            cat = (build_parquet(work, n, args.every, 24, args.dask_chunk)
+                   if args.dask_format == "parquet" else
+                   build_catalogue(work, n, args.every, 24))
             for w in [*(() if args.no_local else (None,)), *sizes(args.dask_workers)]:
                 lines.append(dask_run(cat, n, w, args, work))
                 print(lines[-1], flush=True)

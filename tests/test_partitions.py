@@ -145,6 +145,26 @@ def test_parquet_dataset_output_on_two_workers_is_the_local_run(client, tmp_path
     assert b"galmerge" in pq.read_schema(dask.output / "_common_metadata").metadata
 
 
+def test_csv_partitions_are_byte_ranges_read_by_the_workers(client, tmp_path: Path
+                                                            ) -> None:
+    cat = tmp_path / "cat.csv"
+    rows(3, tmp_path).to_csv(cat, index=False)  # 72 rows, no quotes: an index of line ends
+    reader = open_input(cat)
+    plan = plan_partitions(reader, chunk_size=16)
+    assert reader.layout is not None and [(p.start, p.stop) for p in plan] == \
+        [(0, 16), (16, 32), (32, 48), (48, 64), (64, 72)]
+    single = classify_catalog(cat, output=tmp_path / "single.csv", options=OPTS)
+    dask = classify_catalog(cat, output=f"{tmp_path / 'dask'}/", options=OPTS,
+                            runner=DaskRunner(client=client))
+    assert dask.rows == 72 and dask.status_counts == single.status_counts
+    got = read_dataset(dask.output)
+    want = pd.read_csv(single.output, dtype={"objid": str, "ra": str, "dec": str})
+    assert got["objid"].tolist() == want["objid"].tolist()  # ids exact, order kept
+    assert got["ra"].tolist() == want["ra"].tolist()  # text columns carried as text
+    np.testing.assert_allclose(got["p_merger"].to_numpy(float),
+                               want["p_merger"].to_numpy(float), rtol=1e-6)
+
+
 def test_hats_in_hats_out_opens_in_lsdb_and_crossmatches(client, tmp_path: Path) -> None:
     lsdb = pytest.importorskip("lsdb")
     cat = hats_catalogue(tmp_path, repeats=4)

@@ -9,6 +9,8 @@ format    how it streams                                                  extens
 ========  ==============================================================  ==========
 CSV       ``pandas.read_csv(chunksize=...)``; every column kept as its     .csv .txt .tsv
           original text, so ids (and everything else) are carried exactly  (+ .gz/.bz2/.xz)
+          (uncompressed, no quotes or blank lines: any row range read by
+          byte range, :mod:`~galmerge.inference.line_index`)
 ECSV      YAML header parsed once; data rows read like CSV, converted to   .ecsv
           the header's types
 FITS      rows read from the file by byte range (no memmap, so resident    .fits .fit .fts
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import threading
 import warnings
@@ -55,6 +58,7 @@ from galmerge.inference.coordinates import (
     sexagesimal_degrees,
 )
 from galmerge.inference.formats import format_of_extension
+from galmerge.inference.line_index import LineIndex, build_line_index, data_start
 from galmerge.inference.tablemeta import ColumnMeta, TableMeta, astropy_meta, safe_names
 
 __all__ = [
@@ -575,7 +579,8 @@ def _open_csv(p: Path, sep: str = ",", fmt: str = "csv") -> CatalogReader:
         raise _unparseable(p, fmt.upper(), exc) from None
     if len(first) == 0:
         raise GalmergeError(f"{p}: catalogue has no rows (header only)")
-    lines = _count_lines(p)
+    index = build_line_index(p, data_start(p, skip + 1)) if tf.compression(p) is None else None
+    lines = None if index is not None else _count_lines(p)
 
     def gen(chunk_size: int) -> Iterator[pd.DataFrame]:
         try:
@@ -589,10 +594,35 @@ def _open_csv(p: Path, sep: str = ",", fmt: str = "csv") -> CatalogReader:
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
             raise _unparseable(p, fmt.upper(), exc) from None
 
-    return CatalogReader(p, fmt, names,
-                         None if lines is None else max(0, lines - 1 - skip),
-                         text_columns=True, note="streamed with pandas; columns kept as text",
-                         _impl=gen)
+    n_rows = index.n_rows if index is not None else (
+        None if lines is None else max(0, lines - 1 - skip))
+    return CatalogReader(p, fmt, names, n_rows, text_columns=True,
+                         note="streamed with pandas; columns kept as text", _impl=gen,
+                         layout=None if index is None else RowLayout(
+                             _csv_rows(p, index, {**kw, "header": None}, fmt, trailing)))
+
+
+def _csv_rows(p: Path, index: LineIndex, kw: dict[str, Any], fmt: str, trailing: bool
+              ) -> Callable[[int, int], pd.DataFrame]:
+    """``read(lo, hi)``: rows ``lo .. hi-1`` of a CSV by one seek and one read (issue 15),
+    parsed exactly as the streaming reader parses them."""
+    def read(lo: int, hi: int) -> pd.DataFrame:
+        first, end, drop = index.byte_range(lo, hi)
+        with p.open("rb") as fh:
+            fh.seek(first)
+            data = fh.read(end - first)
+        if not data:
+            return pd.DataFrame({n: pd.Series(dtype=object) for n in kw["names"]})
+        try:
+            with warnings.catch_warnings():
+                if trailing:
+                    warnings.simplefilter("ignore", pd.errors.ParserWarning)
+                frame = pd.read_csv(io.BytesIO(data), **kw)
+        except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
+            raise _unparseable(p, fmt.upper(), exc) from None
+        return frame.fillna("").iloc[drop:drop + hi - lo]
+
+    return read
 
 
 def _open_text(p: Path, fmt: str) -> CatalogReader:

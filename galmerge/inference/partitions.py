@@ -19,6 +19,9 @@ Parquet file           consecutive row groups, up to the chunk size (a
 Parquet dataset (dir)  the same per file; a partition never spans files
 HATS catalogue (dir)   one pixel file (HEALPix order, pixel)
 FITS, HDF5             ``chunk_size`` rows (byte ranges, h5py slices)
+CSV, TSV               ``chunk_size`` rows, read as a byte range aligned to
+                       line ends (uncompressed, no quote character, no blank
+                       line: galmerge.inference.line_index)
 anything else          none: rows are read front to back and sent
 =====================  ==================================================
 
