@@ -58,7 +58,7 @@ from galmerge.inference.coordinates import (
     sexagesimal_degrees,
 )
 from galmerge.inference.formats import format_of_extension
-from galmerge.inference.line_index import LineIndex, build_line_index, data_start
+from galmerge.inference.line_index import LineIndex, build_line_index, data_start, skip_lines
 from galmerge.inference.tablemeta import ColumnMeta, TableMeta, astropy_meta, safe_names
 
 __all__ = [
@@ -542,13 +542,7 @@ def _after_lines(p: Path, n: int) -> Iterator[IO[bytes]]:
     the rows after it.
     """
     with tf.open_binary(p) as fh:
-        done = 0
-        while done < n:
-            line = fh.readline()
-            if not line:
-                break
-            if line.strip():
-                done += 1
+        skip_lines(fh, n)
         yield fh
 
 

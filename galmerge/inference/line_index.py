@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
-__all__ = ["ROWS_PER_MARK", "LineIndex", "build_line_index", "data_start"]
+__all__ = ["ROWS_PER_MARK", "LineIndex", "build_line_index", "data_start", "skip_lines"]
 
 #: Rows between two recorded offsets.
 ROWS_PER_MARK = 4096
@@ -53,16 +54,21 @@ class LineIndex:
         return int(self.marks[first]), end, lo - first * ROWS_PER_MARK
 
 
+def skip_lines(fh: IO[bytes], lines: int) -> None:
+    """Move ``fh`` just past its next ``lines`` non-blank lines (comments and the header)."""
+    done = 0
+    while done < lines:
+        line = fh.readline()
+        if not line:
+            break
+        if line.strip():
+            done += 1
+
+
 def data_start(path: Path, lines: int) -> int:
-    """Offset just after the first ``lines`` non-blank lines (comments and the header)."""
+    """Offset just after the first ``lines`` non-blank lines of an uncompressed file."""
     with path.open("rb") as fh:
-        done = 0
-        while done < lines:
-            line = fh.readline()
-            if not line:
-                break
-            if line.strip():
-                done += 1
+        skip_lines(fh, lines)
         return fh.tell()
 
 
