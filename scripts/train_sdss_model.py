@@ -76,6 +76,9 @@ HOST_FRACTION = 0.5
 #: Fraction of the simulated discs (both classes) given an inner or outer ring
 #: (galmerge.data.simulator.sdss.SDSSConfig.ring_fraction); 0 = the simulator without rings.
 RING_FRACTION = 0.0
+#: Fraction of the simulated inclined discs (both classes) given near-side dust
+#: (SDSSConfig.dust_fraction); 0 = the simulator without dust.
+DUST_FRACTION = 0.0
 #: The default `is_merger` threshold is label-free: the score above which this fraction of
 #: the *training* part of the unlabelled pool lies -- the upper end of the 1-3 % merger
 #: fraction of Galaxy Zoo 1 (Darg et al. 2010, MNRAS 401, 1043).
@@ -149,13 +152,14 @@ def split_pool(pool: Path, work: Path) -> tuple[Path, Path, tuple[int, int]]:
 
 def simulate_data(work: Path, sizes: Sizes, seed: int, hosts: Path,
                   timings: dict[str, float], host_fraction: float = HOST_FRACTION,
-                  ring_fraction: float = RING_FRACTION) -> None:
+                  ring_fraction: float = RING_FRACTION,
+                  dust_fraction: float = DUST_FRACTION) -> None:
     """The sim->sim pair, the SDSS-like source of the baselines and the shipped recipe's
     source with real hosts (each skipped when already there)."""
     from galmerge.data.simulator import simulate
     from galmerge.data.simulator.sdss import SDSSConfig
 
-    sdss = {"config": SDSSConfig(ring_fraction=ring_fraction)}
+    sdss = {"config": SDSSConfig(ring_fraction=ring_fraction, dust_fraction=dust_fraction)}
     plan = (("hst", sizes.n_simsim, "sim-hst", {}), ("sdss", sizes.n_sdss, "sim-sdss", sdss),
             ("sdss", sizes.n_sdss, "sim-hosts",
              {"hosts": hosts, "host_fraction": host_fraction, **sdss}))
@@ -1023,6 +1027,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="fraction of the shipped recipe's simulated scenes on real hosts")
     ap.add_argument("--ring-fraction", type=float, default=RING_FRACTION,
                     help="fraction of the simulated discs with a ring (both classes)")
+    ap.add_argument("--dust-fraction", type=float, default=DUST_FRACTION,
+                    help="fraction of the simulated inclined discs with near-side dust "
+                         "(both classes)")
     ap.add_argument("--members", type=int, default=ENSEMBLE_MEMBERS,
                     help="stage-2 runs of consecutive seeds averaged into one model (the "
                          "shipped model is the first group; 1 = a single run)")
@@ -1054,7 +1061,7 @@ def main(argv: list[str] | None = None) -> int:
     if not previous.is_file() and (args.models / "deepmerge-sdss.onnx").is_file():
         shutil.copy2(args.models / "deepmerge-sdss.onnx", previous)  # the default until now
     simulate_data(work, sizes, args.seed, pool_train, timings, args.host_fraction,
-                  args.ring_fraction)
+                  args.ring_fraction, args.dust_fraction)
     common = dict(threads=args.threads, overrides=sizes.overrides, timings=timings)
     stage1 = train_run("stage1", "sdss-stage1", work, work / "sim-hst" / "source.h5",
                        work / "sim-hst" / "target.h5", target_crop=1.0, init_from=None,

@@ -184,6 +184,20 @@ class SDSSConfig:
     ring_share: tuple[float, float] = (0.15, 0.45)
     ring_radius_re: tuple[float, float] = (0.8, 2.4)
     ring_width: tuple[float, float] = (0.05, 0.12)
+    # Dust on the near side of inclined discs, in both classes equally often: a screen
+    # that dims and reddens one side of the minor axis (bulge and disc), so that a real
+    # dusty inclined disc's lopsided light -- the bulk of the false positives left once
+    # bright stars are set aside (docs/sdss-model-selection.md, issue 10 fourth pass) --
+    # is no longer seen only in simulated mergers (lopsided post-merger envelopes).
+    # ``dust_fraction`` of the discs inclined beyond ``dust_min_e`` (1 - cos i) get it;
+    # attenuation ``dust_tau_g`` in g at the screen's full depth, r and i scaled by the
+    # SDSS extinction ratios A_r/A_g = 0.69, A_i/A_g = 0.51 (Schlafly & Finkbeiner 2011,
+    # ApJ 737, 103, table 6, R_V = 3.1); the step across the minor axis is
+    # ``dust_width`` disc effective radii wide. 0 = no dust (random streams unchanged).
+    dust_fraction: float = 0.0
+    dust_min_e: float = 0.4
+    dust_tau_g: tuple[float, float] = (0.4, 0.9)
+    dust_width: float = 0.15
     # Real sky: a directory of real GZ1 JPEGs (e.g. the unlabelled target pool) whose
     # corners (outside the central crop) become the sky behind the simulated scene,
     # in place of the synthetic sky; synthetic field sources are then thinned.
@@ -289,6 +303,25 @@ def _add_rings(rng: np.random.Generator, g: dict[str, np.ndarray], kind: np.ndar
     g["ring_w"] = rng.uniform(*cfg.ring_width, n)
 
 
+#: A_r / A_g and A_i / A_g (Schlafly & Finkbeiner 2011, table 6, R_V = 3.1).
+_DUST_BAND_RATIOS = (1.0, 2.285 / 3.303, 1.698 / 3.303)
+
+
+def _add_dust(rng: np.random.Generator, g: dict[str, np.ndarray], kind: np.ndarray,
+              cfg: SDSSConfig) -> None:
+    """Give some inclined discs a near-side dust screen (``cfg.dust_fraction``), in place:
+    ``dust_tau`` (n, 3) attenuation at full depth per band (0 = none) and ``dust_side``
+    (+-1, which side of the minor axis is near). Draws nothing when the fraction is 0."""
+    n = len(kind)
+    g["dust_tau"], g["dust_side"] = np.zeros((n, 3)), np.ones(n)
+    if cfg.dust_fraction <= 0:
+        return
+    on = (kind >= 1) & (g["d_e"] >= cfg.dust_min_e) & (rng.random(n) < cfg.dust_fraction)
+    tau = np.where(on, rng.uniform(*cfg.dust_tau_g, n), 0.0)
+    g["dust_tau"] = tau[:, None] * np.asarray(_DUST_BAND_RATIOS)[None]
+    g["dust_side"] = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+
+
 def draw_catalogue(n: int, rng: np.random.Generator, cfg: SDSSConfig) -> dict[str, np.ndarray]:
     """Draw every image's scene (angles in arcsec relative to the frame centre)."""
     lab = balanced_labels(rng, n, cfg.merger_fraction)
@@ -352,6 +385,8 @@ def draw_catalogue(n: int, rng: np.random.Generator, cfg: SDSSConfig) -> dict[st
     redden = np.where(proj, rng.uniform(0.0, 0.5, n), 0.0)
     for g, kd in ((g1, kind), (g2, kind2)):
         _add_rings(rng, g, kd, cfg)
+    for g, kd in ((g1, kind), (g2, kind2)):
+        _add_dust(rng, g, kd, cfg)
     for key in ("b_flux", "d_flux", "arm_flux", "ring_flux"):
         g2[key] = g2[key] * np.where(has2, 1.0, 0.0)[:, None]
         g2[key][:, 0] *= 10 ** (-0.4 * redden)
@@ -467,6 +502,24 @@ def _scene_debris(
     return merger_pts, debris.Points.concat(arms)
 
 
+def _dust_screen(g: dict[str, np.ndarray], px: dict[str, np.ndarray], pre: str,
+                 idx: np.ndarray, r: int, width_re: float) -> np.ndarray | float:
+    """(k, 3, r, r) transmission of galaxy ``pre``'s near-side dust for the scenes ``idx``
+    (1.0 when none of them has dust): 1 - tau_b * a smooth step across the minor axis,
+    ``width_re`` disc effective radii wide, dark on the ``dust_side`` side."""
+    tau = g[f"dust_tau{pre}"][idx]
+    if not (tau > 0).any():
+        return 1.0
+    yy, xx = np.mgrid[:r, :r].astype(np.float32)
+    th = g[f"theta{pre}"][idx].astype(np.float32)[:, None, None]
+    u = (-(xx[None] - px[f"x{pre}"][idx].astype(np.float32)[:, None, None]) * np.sin(th)
+         + (yy[None] - px[f"y{pre}"][idx].astype(np.float32)[:, None, None]) * np.cos(th))
+    width = np.maximum(width_re * px[f"d_re{pre}"][idx], 0.5).astype(np.float32)
+    step = 0.5 * (1.0 + np.tanh(g[f"dust_side{pre}"][idx].astype(np.float32)[:, None, None]
+                                * u / width[:, None, None]))
+    return 1.0 - tau.astype(np.float32)[:, :, None, None] * step[:, None]
+
+
 def _rings(rng: np.random.Generator, g: dict[str, np.ndarray], px: dict[str, np.ndarray],
            k: int, r: int, to_native: np.ndarray) -> np.ndarray | float:
     """(k, 3, r, r) flux of both galaxies' rings (0.0 when no scene has one: nothing drawn)."""
@@ -541,7 +594,8 @@ def render_flux(
                 r, px[f"x{pre}"][idx], px[f"y{pre}"][idx], np.ones(idx.size),
                 np.maximum(px[f"{part}_re{pre}"][idx], 0.5), g[f"{part}_n{pre}"][idx],
                 g[f"{part}_e{pre}"][idx], g[f"theta{pre}"][idx])
-            bands[idx] += flux[idx].astype(np.float32)[:, :, None, None] * img[:, None]
+            bands[idx] += (flux[idx].astype(np.float32)[:, :, None, None] * img[:, None]
+                           * _dust_screen(g, px, pre, idx, r, cfg.dust_width))
     merger_pts, arm_pts = _scene_debris(rng, g, px, k)
     deb = profiles.splat(r, merger_pts.px, merger_pts.py, merger_pts.w)
     bands += (g["debris_flux"] * to_native[:, None]).astype(np.float32)[:, :, None, None] \
@@ -898,6 +952,8 @@ def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Pa
                               r90=cat["r90"], frame_r90=cat["frame_r90"], blend=cat["blend"],
                               mag=cat["mag"], seeing=cat["seeing"],
                               ring=(cat["ring_flux1"][:, 1] > 0).astype(np.int8),
+                              dust=((cat["dust_tau1"][:, 0] > 0)
+                                    & (cat["d_flux1"][:, 1] > 0)).astype(np.int8),
                               host=(host_index >= 0).astype(np.int8), host_index=host_index)
         for name, col in truth.items():
             w.write_extra(name, col)
