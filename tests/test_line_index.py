@@ -67,13 +67,23 @@ def test_marks_and_byte_ranges_by_hand(tmp_path: Path, monkeypatch: pytest.Monke
     b"a,b\n1,2\n\n3,4\n",              # a blank line is skipped by pandas, not a row
     b"a,b\n1,2\r\n\r\n3,4\r\n",        # the same with CRLF
     b"a,b\n1,2\r3,4\n",                # a bare CR ends a line for pandas
+    b"a,b\n1,2\n  \t\n3,4\n",          # pandas skips a whitespace-only line too
+    b"a,b\n\n1,2\n",                  # a blank line right after the header
 ])
 def test_no_index_where_a_row_need_not_be_a_line(tmp_path: Path, text: bytes) -> None:
     path = tmp_path / "t.csv"
     path.write_bytes(text)
     reader = open_catalog(path)
     assert reader.layout is None  # read front to back, as before
-    assert len(pd.concat([f for _, f in reader.chunks(10)])) >= 2
+    assert len(pd.concat([f for _, f in reader.chunks(10)])) >= 1
+
+
+def test_a_whitespace_tail_is_no_row(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a,b\n1,2\n3,4\n  ")  # pandas skips the last, blank "line"
+    reader = open_catalog(path)
+    assert reader.layout is not None and reader.n_rows == 2
+    assert reader.read_rows(0, 5)["a"].tolist() == ["1", "3"]
 
 
 def test_compressed_csv_has_no_index(tmp_path: Path) -> None:
