@@ -7,6 +7,7 @@ pyarrow and hats, the CLI in a child process that is killed with SIGKILL.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -143,6 +144,25 @@ def test_parquet_dataset_output_on_two_workers_is_the_local_run(client, tmp_path
     assert len(dd.read_parquet(str(dask.output))) == 96
     assert pq.read_metadata(dask.output / "_metadata").num_rows == 96
     assert b"galmerge" in pq.read_schema(dask.output / "_common_metadata").metadata
+
+
+def test_no_summary_file_beyond_its_part_limit(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    from galmerge.inference import dataset_writer
+
+    cat = parquet_catalogue(tmp_path, repeats=4)  # 9 partitions
+    small = classify_catalog(cat, output=f"{tmp_path / 'small'}/", options=OPTS)
+    monkeypatch.setattr(dataset_writer, "SUMMARY_MAX_PARTS", 8)
+    big = classify_catalog(cat, output=f"{tmp_path / 'big'}/", options=OPTS)
+    assert (small.output / "_metadata").is_file() and not (big.output / "_metadata").exists()
+    meta = json.loads(pq.read_schema(big.output / "_common_metadata").metadata[b"galmerge"])
+    assert meta["summary_file"].startswith("none: 9 parts > 8")
+    pd.testing.assert_frame_equal(read_dataset(big.output), read_dataset(small.output))
+    import dask.dataframe as dd
+
+    assert len(dd.read_parquet(str(big.output))) == 96
 
 
 def test_csv_partitions_are_byte_ranges_read_by_the_workers(client, tmp_path: Path

@@ -10,9 +10,13 @@ one file of the dataset, so nothing is assembled on the client.
 1. casts the few parts whose column types differ (a column all null in one
    partition) to the unified schema, so every file has the same schema;
 2. writes ``_common_metadata`` (schema + run metadata under the key
-   ``galmerge``, as a single Parquet output has it) and ``_metadata`` (every
-   part's footer) — or, for a HATS input, moves the parts to their pixel paths
-   and writes the HATS metadata (:func:`galmerge.inference.hats_io.write_hats`);
+   ``galmerge``, as a single Parquet output has it) and, up to
+   :data:`SUMMARY_MAX_PARTS` parts, ``_metadata`` (every part's footer: ~11 KB of
+   client memory per part while it is built, so a survey-size run of more parts
+   writes none and readers list the directory, as ``dask.dataframe.to_parquet``
+   does by default; the run metadata says which) — or, for a HATS input, moves
+   the parts to their pixel paths and writes the HATS metadata
+   (:func:`galmerge.inference.hats_io.write_hats`);
 3. renames the finished folder into place (a previous galmerge output there is
    replaced; anything else is refused before the run starts).
 
@@ -42,6 +46,9 @@ __all__ = ["DATASET_FORMAT", "check_dataset_output", "check_dataset_spares_input
 #: The output ``format`` of a partitioned Parquet output.
 DATASET_FORMAT = "parquet-dataset"
 METADATA_FILES = ("_metadata", "_common_metadata")
+#: Most parts a ``_metadata`` summary is written for (its footers cost the client
+#: ~11 KB each in memory: ~11 MiB at this size, issue 15).
+SUMMARY_MAX_PARTS = 1024
 #: Rows per batch when the client counts the parts' statuses.
 COUNT_BATCH = 65536
 
@@ -137,15 +144,21 @@ def _unified_schema(parts: list[Path]) -> Any:
 
 def _write_dataset_metadata(folder: Path, parts: list[Path], schema: Any,
                             meta: dict[str, Any]) -> None:
-    """``_common_metadata`` (schema + run metadata) and ``_metadata`` (every footer).
+    """``_common_metadata`` (schema + run metadata) and, up to :data:`SUMMARY_MAX_PARTS`
+    parts, ``_metadata`` (every footer).
 
     The footers are appended one by one to a single summary (what
     ``pyarrow.parquet.write_metadata`` does with a ``metadata_collector``, without holding
     every part's metadata object at once: ~30 KB each in memory, issue 15)."""
     import pyarrow.parquet as pq
 
+    summary_file = len(parts) <= SUMMARY_MAX_PARTS
+    meta = {**meta, "summary_file": "_metadata" if summary_file else
+            f"none: {len(parts)} parts > {SUMMARY_MAX_PARTS} (list the directory)"}
     full = schema.with_metadata({"galmerge": json.dumps(meta, sort_keys=True)})
     pq.write_metadata(full, folder / "_common_metadata")
+    if not summary_file:
+        return
     summary = pq.read_metadata(folder / "_common_metadata")
     for p in parts:
         md = pq.read_metadata(p)
