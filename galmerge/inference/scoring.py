@@ -241,7 +241,8 @@ def finalise_parts(parts: list[Path], scoring: Scoring,
     for k, path in enumerate(parts):
         frame = pq.read_table(path).to_pandas()
         raw = frame["p_merger_raw"].to_numpy(dtype=np.float32)
-        star = frame["bright_star"].fillna(False).to_numpy(dtype=bool)
+        star = (frame["bright_star"].fillna(False).to_numpy(dtype=bool)
+                if "bright_star" in frame else None)  # parts written before the flag
         p, is_m = done.columns(raw, frame["status"].to_numpy() == OK, star)
         frame["p_merger"] = p
         frame["is_merger"] = is_m
