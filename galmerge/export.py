@@ -32,7 +32,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -94,7 +94,7 @@ class _ExportWrapper(nn.Module):
         self.register_buffer("std", torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, images: torch.Tensor) -> Any:
-        x = (images - self.mean) / self.std
+        x = (images - cast(torch.Tensor, self.mean)) / cast(torch.Tensor, self.std)
         feats = self.model.features(x)  # type: ignore[operator]
         p = torch.softmax(self.model.classify(feats), dim=1)[:, self.merger_index]  # type: ignore[operator]
         if self.with_features:

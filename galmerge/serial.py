@@ -58,7 +58,7 @@ def _shaped(hint: Any, value: Any) -> Any:
 
 def from_plain(cls: type[T], data: dict[str, Any]) -> T:
     """The inverse of :func:`to_plain` for dataclass ``cls`` (unknown keys ignored)."""
-    hints = _hints(cls)
+    hints = _hints(cls)  # type: ignore[arg-type]  # a class is hashable; mypy cannot see it
     kw = {f.name: _shaped(hints[f.name], data[f.name])
           for f in dataclasses.fields(cls)  # type: ignore[arg-type]
           if f.name in data}

@@ -40,7 +40,8 @@ def fold_of(objid: str, folds: int) -> int:
 
 def split_ids(ids: Iterable[str], modulus: int = HOLDOUT_MODULUS) -> tuple[list[str], list[str]]:
     """(training ids, held-out ids), each in the order given."""
-    train, held = [], []
+    train: list[str] = []
+    held: list[str] = []
     for i in ids:
         (held if is_held_out(i, modulus) else train).append(i)
     return train, held

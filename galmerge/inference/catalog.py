@@ -41,7 +41,7 @@ import io
 import json
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -395,7 +395,7 @@ class CatalogReader:
         return self._shape(self.layout.read(lo, hi))
 
     def chunks(self, chunk_size: int, *, limit: int | None = None
-               ) -> Iterator[tuple[int, pd.DataFrame]]:
+               ) -> Generator[tuple[int, pd.DataFrame], None, None]:
         """Yield ``(start_row, frame)`` for consecutive chunks of at most ``chunk_size`` rows."""
         if chunk_size < 1:
             raise GalmergeError(f"chunk size must be at least 1, got {chunk_size}")

@@ -82,7 +82,7 @@ def model_limits(convention: object, max_pixels: int | None = None) -> ImageLimi
     extra = getattr(convention, "extra", None) or {}
     px = extra.get("cutout_pixels") if isinstance(extra, dict) else None
     return ImageLimits.for_model(size, crop, max_pixels=max_pixels,
-                                 cutout_pixels=int(px) if str(px).isdigit() else None)
+                                 cutout_pixels=int(str(px)) if str(px).isdigit() else None)
 
 
 #: Detail of the ``no_cutout_source`` status of a local source.

@@ -110,7 +110,8 @@ def _counts(parts: list[Path]) -> tuple[int, dict[str, int], int]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    rows, merger, counts = 0, 0, {}
+    rows, merger = 0, 0
+    counts: dict[str, int] = {}
     for p in parts:
         with pq.ParquetFile(p, buffer_size=1 << 20) as f:
             for batch in f.iter_batches(batch_size=COUNT_BATCH, columns=["status", "is_merger"]):

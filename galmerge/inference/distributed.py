@@ -36,7 +36,7 @@ the same mounts. Torch-free.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -275,6 +275,8 @@ class DaskRunner:
 
     def _submit(self, client: Any, run_id: str, task: ChunkTask, work: Path) -> Any:
         """One task: a partition's address, or a chunk with its rows."""
+        fn: Callable[..., Any]
+        args: tuple[Any, ...]
         if isinstance(task, Partition):
             fn, args, k = classify_partition, (run_id, task, str(work)), task.k
         else:

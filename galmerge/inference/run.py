@@ -91,9 +91,10 @@ __all__ = [
     "worker_spec",
 ]
 
-#: Runs the pending chunks into part files: ``runner(spec, chunks, work, progress)``
-#: returns warnings (see :class:`~galmerge.inference.distributed.DaskRunner`).
-ChunkRunner = Callable[[Any, Iterator[tuple[int, int, pd.DataFrame]], Path,
+#: Runs the pending chunks (rows, or a partition's address) into part files:
+#: ``runner(spec, chunks, work, progress)`` returns warnings (see
+#: :class:`~galmerge.inference.distributed.DaskRunner`).
+ChunkRunner = Callable[[Any, Iterator["tuple[int, int, pd.DataFrame] | Partition"], Path,
                         "ProgressFn | None"], list[str]]
 
 
