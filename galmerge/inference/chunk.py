@@ -247,7 +247,7 @@ def _result_frame(chunk: pd.DataFrame, p: RowScores, status: np.ndarray, detail:
         ctx.warnings.add(f"input columns {', '.join(clash)} renamed with suffix _input")
     classified = status == OK
     assert ctx.scoring is not None
-    p_adj, is_m = ctx.scoring.columns(p.raw, classified, p.star & classified)
+    p_adj, is_m = ctx.scoring.columns(p.raw, classified, p.star)
     out["p_merger"] = p_adj
     out["p_merger_raw"] = p.raw
     out["p_merger_spread"] = p.spread

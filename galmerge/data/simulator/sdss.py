@@ -502,20 +502,20 @@ def _scene_debris(
     return merger_pts, debris.Points.concat(arms)
 
 
-def _dust_screen(g: dict[str, np.ndarray], px: dict[str, np.ndarray], pre: str,
-                 idx: np.ndarray, r: int, width_re: float) -> np.ndarray | float:
-    """(k, 3, r, r) transmission of galaxy ``pre``'s near-side dust for the scenes ``idx``
-    (1.0 when none of them has dust): 1 - tau_b * a smooth step across the minor axis,
-    ``width_re`` disc effective radii wide, dark on the ``dust_side`` side."""
-    tau = g[f"dust_tau{pre}"][idx]
+def _dust_screen(g: dict[str, np.ndarray], px: dict[str, np.ndarray], pre: str, r: int,
+                 width_re: float) -> np.ndarray | float:
+    """(k, 3, r, r) transmission of galaxy ``pre``'s near-side dust (1.0 when no scene has
+    dust): 1 - tau_b * a smooth step across the minor axis, ``width_re`` disc effective
+    radii wide, dark on the ``dust_side`` side; one screen for its bulge and disc."""
+    tau = g[f"dust_tau{pre}"]
     if not (tau > 0).any():
         return 1.0
     yy, xx = np.mgrid[:r, :r].astype(np.float32)
-    th = g[f"theta{pre}"][idx].astype(np.float32)[:, None, None]
-    u = (-(xx[None] - px[f"x{pre}"][idx].astype(np.float32)[:, None, None]) * np.sin(th)
-         + (yy[None] - px[f"y{pre}"][idx].astype(np.float32)[:, None, None]) * np.cos(th))
-    width = np.maximum(width_re * px[f"d_re{pre}"][idx], 0.5).astype(np.float32)
-    step = 0.5 * (1.0 + np.tanh(g[f"dust_side{pre}"][idx].astype(np.float32)[:, None, None]
+    th = g[f"theta{pre}"].astype(np.float32)[:, None, None]
+    u = (-(xx[None] - px[f"x{pre}"].astype(np.float32)[:, None, None]) * np.sin(th)
+         + (yy[None] - px[f"y{pre}"].astype(np.float32)[:, None, None]) * np.cos(th))
+    width = np.maximum(width_re * px[f"d_re{pre}"], 0.5).astype(np.float32)
+    step = 0.5 * (1.0 + np.tanh(g[f"dust_side{pre}"].astype(np.float32)[:, None, None]
                                 * u / width[:, None, None]))
     return 1.0 - tau.astype(np.float32)[:, :, None, None] * step[:, None]
 
@@ -585,6 +585,7 @@ def render_flux(
             px[f"{part}{pre}"] = g[f"{part}{pre}"] / scale
     bands = np.zeros((k, 3, r, r), dtype=np.float32)
     for pre in ("1", "2"):
+        screen = _dust_screen(g, px, pre, r, cfg.dust_width)
         for part in ("b", "d"):
             flux = g[f"{part}_flux{pre}"] * to_native[:, None]
             idx = np.flatnonzero(flux[:, 1] > 0)
@@ -594,8 +595,8 @@ def render_flux(
                 r, px[f"x{pre}"][idx], px[f"y{pre}"][idx], np.ones(idx.size),
                 np.maximum(px[f"{part}_re{pre}"][idx], 0.5), g[f"{part}_n{pre}"][idx],
                 g[f"{part}_e{pre}"][idx], g[f"theta{pre}"][idx])
-            bands[idx] += (flux[idx].astype(np.float32)[:, :, None, None] * img[:, None]
-                           * _dust_screen(g, px, pre, idx, r, cfg.dust_width))
+            dust = screen[idx] if isinstance(screen, np.ndarray) else screen
+            bands[idx] += flux[idx].astype(np.float32)[:, :, None, None] * img[:, None] * dust
     merger_pts, arm_pts = _scene_debris(rng, g, px, k)
     deb = profiles.splat(r, merger_pts.px, merger_pts.py, merger_pts.w)
     bands += (g["debris_flux"] * to_native[:, None]).astype(np.float32)[:, :, None, None] \
