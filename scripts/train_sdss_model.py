@@ -79,6 +79,9 @@ RING_FRACTION = 0.0
 #: Fraction of the simulated inclined discs (both classes) given near-side dust
 #: (SDSSConfig.dust_fraction); 0 = the simulator without dust.
 DUST_FRACTION = 0.0
+#: Draw weight of inclined and edge-on real hosts (axis ratio < 0.5) against the others
+#: (SDSSConfig.inclined_host_weight); 1 = every host equally often.
+INCLINED_HOST_WEIGHT = 1.0
 #: The default `is_merger` threshold is label-free: the score above which this fraction of
 #: the *training* part of the unlabelled pool lies -- the upper end of the 1-3 % merger
 #: fraction of Galaxy Zoo 1 (Darg et al. 2010, MNRAS 401, 1043).
@@ -153,16 +156,19 @@ def split_pool(pool: Path, work: Path) -> tuple[Path, Path, tuple[int, int]]:
 def simulate_data(work: Path, sizes: Sizes, seed: int, hosts: Path,
                   timings: dict[str, float], host_fraction: float = HOST_FRACTION,
                   ring_fraction: float = RING_FRACTION,
-                  dust_fraction: float = DUST_FRACTION) -> None:
+                  dust_fraction: float = DUST_FRACTION,
+                  inclined_host_weight: float = INCLINED_HOST_WEIGHT) -> None:
     """The sim->sim pair, the SDSS-like source of the baselines and the shipped recipe's
     source with real hosts (each skipped when already there)."""
     from galmerge.data.simulator import simulate
     from galmerge.data.simulator.sdss import SDSSConfig
 
-    sdss = {"config": SDSSConfig(ring_fraction=ring_fraction, dust_fraction=dust_fraction)}
-    plan = (("hst", sizes.n_simsim, "sim-hst", {}), ("sdss", sizes.n_sdss, "sim-sdss", sdss),
+    plain = SDSSConfig(ring_fraction=ring_fraction, dust_fraction=dust_fraction)
+    on_hosts = replace(plain, inclined_host_weight=inclined_host_weight)
+    plan = (("hst", sizes.n_simsim, "sim-hst", {}),
+            ("sdss", sizes.n_sdss, "sim-sdss", {"config": plain}),
             ("sdss", sizes.n_sdss, "sim-hosts",
-             {"hosts": hosts, "host_fraction": host_fraction, **sdss}))
+             {"hosts": hosts, "host_fraction": host_fraction, "config": on_hosts}))
     for survey, n, sub, extra in plan:
         if (work / sub / "source.h5").is_file():
             log(f"reusing {work / sub}")
@@ -1030,6 +1036,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dust-fraction", type=float, default=DUST_FRACTION,
                     help="fraction of the simulated inclined discs with near-side dust "
                          "(both classes)")
+    ap.add_argument("--inclined-host-weight", type=float, default=INCLINED_HOST_WEIGHT,
+                    help="draw weight of inclined/edge-on real hosts (axis ratio < 0.5) "
+                         "against the others, both classes")
     ap.add_argument("--members", type=int, default=ENSEMBLE_MEMBERS,
                     help="stage-2 runs of consecutive seeds averaged into one model (the "
                          "shipped model is the first group; 1 = a single run)")
@@ -1061,7 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
     if not previous.is_file() and (args.models / "deepmerge-sdss.onnx").is_file():
         shutil.copy2(args.models / "deepmerge-sdss.onnx", previous)  # the default until now
     simulate_data(work, sizes, args.seed, pool_train, timings, args.host_fraction,
-                  args.ring_fraction, args.dust_fraction)
+                  args.ring_fraction, args.dust_fraction, args.inclined_host_weight)
     common = dict(threads=args.threads, overrides=sizes.overrides, timings=timings)
     stage1 = train_run("stage1", "sdss-stage1", work, work / "sim-hst" / "source.h5",
                        work / "sim-hst" / "target.h5", target_crop=1.0, init_from=None,

@@ -216,6 +216,68 @@ def test_real_hosts_one_chain_for_both_classes(tmp_path: Path, example_dir: Path
     assert crops.shape == (4, 3, 212, 212) and crops.dtype == np.float32
 
 
+def _elliptical_crop(q: float, angle: float, size: int = 212) -> np.ndarray:
+    """(3, size, size) uint8: a Gaussian galaxy of axis ratio ``q`` on a noisy sky, and a
+    round neighbour that must not count."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    u = xx * np.cos(angle) + yy * np.sin(angle)
+    v = -xx * np.sin(angle) + yy * np.cos(angle)
+    img = 20 + 200 * np.exp(-0.5 * ((u / 25) ** 2 + (v / (25 * q)) ** 2))
+    img += 150 * np.exp(-0.5 * ((xx - 80) ** 2 + (yy + 80) ** 2) / 36)  # neighbour
+    img += np.random.default_rng(0).normal(0, 2, img.shape)
+    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[None], 3, axis=0)
+
+
+@pytest.mark.parametrize(("q", "angle"), [(0.25, 0.3), (0.5, 1.2), (0.9, 2.0)])
+def test_host_axis_ratio_is_the_central_galaxys_shape(q: float, angle: float) -> None:
+    from galmerge.data.simulator.hosts import axis_ratio
+
+    # the isophote 3 noise levels above the sky of a Gaussian is an ellipse of axis ratio q;
+    # the flux-weighted moments inside it keep that ratio (JPEG-free, so within 0.05)
+    assert axis_ratio(_elliptical_crop(q, angle)) == pytest.approx(q, abs=0.05)
+    blank = np.full((3, 212, 212), 20, dtype=np.uint8)
+    assert axis_ratio(blank) == 1.0  # nothing at the centre: counted as round
+
+
+def test_inclined_hosts_drawn_more_often_in_both_classes(tmp_path: Path,
+                                                         example_dir: Path) -> None:
+    from galmerge.data.simulator.hosts import (
+        axis_ratios,
+        host_weights,
+        load_hosts,
+        pick_hosts,
+    )
+
+    jpegs = example_dir / "cutouts"
+    bank = load_hosts(jpegs, 423, 212)
+    q = axis_ratios(bank)
+    inclined = q < 0.5
+    assert 0 < inclined.sum() < len(q)  # the bundled sample holds both kinds
+    p = host_weights(q, 4.0, 0.5)
+    assert p.sum() == pytest.approx(1.0)
+    assert p[inclined][0] == pytest.approx(4 * p[~inclined][0])
+    _, idx = pick_hosts(bank, 4000, np.random.default_rng(1), p)
+    share = inclined[idx].mean()
+    expect = 4 * inclined.sum() / (4 * inclined.sum() + (~inclined).sum())
+    assert share == pytest.approx(expect, abs=0.03)
+    with pytest.raises(GalmergeError, match="must be positive"):
+        host_weights(q, 0.0, 0.5)
+    # through the simulator: recorded in the provenance, hosts drawn by the weights
+    cfg = SDSSConfig(inclined_host_weight=50.0)
+    a = simulate(tmp_path / "a", n=40, seed=3, survey="sdss", hosts=jpegs, host_fraction=1.0,
+                 config=cfg).paths[0]
+    with open_dataset(a) as ds:
+        assert ds.provenance["hosts"]["inclined_hosts"] == int(inclined.sum())
+    with h5py.File(a) as f:
+        idx, labels = f["extra/host_index"][:], f["labels"][:]
+    for c in (0, 1):
+        assert inclined[idx[labels == c]].mean() > 0.8  # both classes alike
+    b = simulate(tmp_path / "b", n=40, seed=3, survey="sdss", hosts=jpegs,
+                 host_fraction=1.0).paths[0]
+    with h5py.File(b) as f:
+        assert inclined[f["extra/host_index"][:]].mean() < 0.6  # uniform without weights
+
+
 def test_host_errors(tmp_path: Path) -> None:
     with pytest.raises(GalmergeError, match="host directory not found"):
         simulate(tmp_path / "o", n=4, survey="sdss", hosts=tmp_path / "missing")

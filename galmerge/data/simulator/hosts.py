@@ -26,7 +26,8 @@ import numpy as np
 from galmerge.data.images import JPEG_EXTENSIONS, image_suffix, read_image
 from galmerge.errors import GalmergeError
 
-__all__ = ["HostBank", "aperture_flux", "load_hosts", "pick_hosts"]
+__all__ = ["HostBank", "aperture_flux", "axis_ratio", "axis_ratios", "host_weights",
+           "load_hosts", "pick_hosts"]
 
 
 @dataclass
@@ -71,13 +72,19 @@ def load_hosts(directory: str | Path, frame_px: int, crop_px: int) -> HostBank:
     return HostBank(arr, ids, hashlib.sha256(arr.tobytes()).hexdigest())
 
 
-def pick_hosts(bank: HostBank, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def pick_hosts(bank: HostBank, k: int, rng: np.random.Generator,
+               p: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``k`` random hosts, each in one of its eight flips/90° rotations.
+
+    Args:
+        p: (H,) draw probabilities (:func:`host_weights`); None = uniform (the random stream
+            of the simulator before weights existed).
 
     Returns:
         float32 (k, 3, c, c) R, G, B pixel values and the host indices (k,).
     """
-    idx = rng.integers(0, len(bank.crops), k)
+    n = len(bank.crops)
+    idx = rng.integers(0, n, k) if p is None else rng.choice(n, k, p=p)
     rot = rng.integers(0, 4, k)
     flip = rng.random(k) < 0.5
     out = np.empty((k, *bank.crops.shape[1:]), dtype=np.float32)
@@ -100,3 +107,72 @@ def aperture_flux(flux: np.ndarray, radius_px: float) -> np.ndarray:
     border[8:-8, 8:-8] = False
     sky = np.median(flux[:, :, border], axis=-1)
     return (flux[:, :, inside] - sky[:, :, None]).sum(axis=-1)
+
+
+def _centre_component(mask: np.ndarray) -> np.ndarray:
+    """The 4-connected part of the (H, W) boolean ``mask`` that holds the pixel of ``mask``
+    nearest the centre (within 5 px); all False when there is none."""
+    h, w = mask.shape
+    cy, cx = h // 2, w // 2
+    box = mask[cy - 5:cy + 6, cx - 5:cx + 6]
+    comp = np.zeros_like(mask)
+    if not box.any():
+        return comp
+    ys, xs = np.nonzero(box)
+    j = int(np.argmin((ys - 5) ** 2 + (xs - 5) ** 2))
+    comp[cy - 5 + ys[j], cx - 5 + xs[j]] = True
+    count = 1
+    while True:
+        grown = comp.copy()
+        grown[1:] |= comp[:-1]
+        grown[:-1] |= comp[1:]
+        grown[:, 1:] |= comp[:, :-1]
+        grown[:, :-1] |= comp[:, 1:]
+        grown &= mask
+        now = int(grown.sum())
+        if now == count:
+            return grown
+        comp, count = grown, now
+
+
+def axis_ratio(crop: np.ndarray, nsigma: float = 3.0, min_pixels: int = 20) -> float:
+    """Apparent axis ratio b/a of the central galaxy of one (3, c, c) R, G, B crop.
+
+    Label-free: the pixels of the G (r-band) channel ``nsigma`` noise levels above the sky
+    (median and MAD of the outermost 8-pixel frame) that connect to the centre make the
+    galaxy's isophote; ``b/a = sqrt(λ_min / λ_max)`` of its flux-weighted second moments
+    (a neighbour outside that isophote does not count).  1.0 when fewer than ``min_pixels``
+    pixels are above the sky at the centre.
+    """
+    g = np.asarray(crop[1], dtype=np.float64)
+    border = np.ones(g.shape, dtype=bool)
+    border[8:-8, 8:-8] = False
+    sky = float(np.median(g[border]))
+    noise = 1.4826 * float(np.median(np.abs(g[border] - sky))) + 1.0  # +1 DN: JPEG steps
+    comp = _centre_component(g > sky + nsigma * noise)
+    if comp.sum() < min_pixels:
+        return 1.0
+    yy, xx = np.nonzero(comp)
+    wgt = g[comp] - sky
+    my, mx = np.average(yy, weights=wgt), np.average(xx, weights=wgt)
+    cov = np.cov(np.stack([yy - my, xx - mx]), aweights=wgt, bias=True)
+    lo, hi = np.linalg.eigvalsh(cov)
+    return float(np.sqrt(max(lo, 0.0) / hi)) if hi > 0 else 1.0
+
+
+def axis_ratios(bank: HostBank) -> np.ndarray:
+    """(H,) :func:`axis_ratio` of every host in ``bank``."""
+    return np.array([axis_ratio(c) for c in bank.crops])
+
+
+def host_weights(q: np.ndarray, inclined_weight: float, max_q: float) -> np.ndarray:
+    """(H,) draw probabilities that make the hosts with axis ratio ``q`` below ``max_q``
+    (inclined and edge-on discs) ``inclined_weight`` times as likely as the others.
+
+    Raises:
+        GalmergeError: ``inclined_weight`` not positive.
+    """
+    if not inclined_weight > 0:
+        raise GalmergeError(f"inclined_host_weight must be positive, got {inclined_weight}")
+    w = np.where(np.asarray(q) < max_q, float(inclined_weight), 1.0)
+    return w / w.sum()

@@ -210,6 +210,14 @@ class SDSSConfig:
     hosts: str | None = None
     host_fraction: float = 0.5
     host_aperture_r90: float = 1.5  # aperture (in R90) that measures a host's flux
+    # Inclined and edge-on real hosts (apparent axis ratio below ``inclined_host_max_q``,
+    # measured from the host's own isophote, galmerge.data.simulator.hosts.axis_ratio) are
+    # drawn ``inclined_host_weight`` times as often as the others, for both classes alike:
+    # large inclined discs with lopsided light head the false positives once bright stars
+    # are set aside (docs/sdss-model-selection.md, issue 10 fourth pass). 1 = uniform (the
+    # random streams as before). No label is used: the measure is the host image's shape.
+    inclined_host_weight: float = 1.0
+    inclined_host_max_q: float = 0.5
     chunk: int = 128
 
     def to_dict(self) -> dict[str, Any]:
@@ -927,12 +935,16 @@ def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Pa
                       * cfg.background_field_factor)
     host_bank = hosts.load_hosts(cfg.hosts, cfg.frame_px, cfg.crop_px) if cfg.hosts else None
     n_host = round(n * cfg.host_fraction) if host_bank is not None else 0
+    host_q = (hosts.axis_ratios(host_bank)
+              if host_bank is not None and cfg.inclined_host_weight != 1.0 else None)
+    host_p = (None if host_q is None else
+              hosts.host_weights(host_q, cfg.inclined_host_weight, cfg.inclined_host_max_q))
     cat = draw_catalogue(n, r_cat, cfg)
     as_host_scenes(cat, np.arange(n - n_host, n))
     host_index = np.full(n, -1, dtype=np.int32)
     grid = _Grid(cfg)
     ids = [f"sdss-s{seed}-{i:06d}" for i in range(n)]
-    prov = _provenance(cfg, seed, n, bank, host_bank, n_host)
+    prov = _provenance(cfg, seed, n, bank, host_bank, n_host, host_q)
     path = out_dir / "source.h5"
     with DatasetWriter(path, n, convention(cfg), labels=cat["label"], ids=ids,
                        split_seed=seed, provenance=prov) as w:
@@ -942,7 +954,8 @@ def simulate_sdss(out_dir: Path, n: int, seed: int, cfg: SDSSConfig) -> tuple[Pa
                                sky=bank is None and not on_host)
             if on_host:
                 assert host_bank is not None
-                base, host_index[sl] = hosts.pick_hosts(host_bank, sl.stop - sl.start, r_render)
+                base, host_index[sl] = hosts.pick_hosts(host_bank, sl.stop - sl.start,
+                                                        r_render, host_p)
                 scale = host_flux_scale(base, cat, sl, cfg)
                 w.write(sl.start, composite(flux, base, cfg, grid, scale))
             elif bank is None:
@@ -970,7 +983,8 @@ def _chunks(n: int, boundary: int, size: int) -> list[slice]:
 
 
 def _provenance(cfg: SDSSConfig, seed: int, n: int, bank: BackgroundBank | None,
-                host_bank: hosts.HostBank | None, n_host: int) -> dict[str, Any]:
+                host_bank: hosts.HostBank | None, n_host: int,
+                host_q: np.ndarray | None = None) -> dict[str, Any]:
     """What the simulated file records about how it was made."""
     return {
         "simulator": "galmerge.data.simulator.sdss", "survey": "sdss", "seed": seed, "n": n,
@@ -988,6 +1002,8 @@ def _provenance(cfg: SDSSConfig, seed: int, n: int, bank: BackgroundBank | None,
         "hosts": None if host_bank is None else {
             "directory": str(cfg.hosts), "files": len(host_bank.ids), "ids": host_bank.ids,
             "sha256": host_bank.digest, "scenes": n_host,
+            "inclined_hosts": (None if host_q is None else
+                               int((host_q < cfg.inclined_host_max_q).sum())),
             "method": "real GZ1 host crop -> flux (inverse Lupton stretch) + simulated "
                       "companion/debris/projection -> stretch -> JPEG -> resize, every class"},
     }
