@@ -183,8 +183,10 @@ def simulate_data(work: Path, sizes: Sizes, seed: int, hosts: Path,
 
 def train_run(name: str, preset: str, work: Path, source: Path, target: Path, *,
               target_crop: float, seed: int, threads: int | None, overrides: dict[str, Any],
-              init_from: Path | None, timings: dict[str, float]) -> Path:
-    """Train one preset into ``work/name`` (reused when its ``best.pt`` exists)."""
+              init_from: Path | None, timings: dict[str, float],
+              transfer: str | None = None) -> Path:
+    """Train one preset into ``work/name`` (reused when its ``best.pt`` exists);
+    ``transfer`` replaces the preset's transfer loss (``method``)."""
     from galmerge.training.presets import build_config
     from galmerge.training.trainer import train
 
@@ -197,7 +199,8 @@ def train_run(name: str, preset: str, work: Path, source: Path, target: Path, *,
         return out / "best.pt"
     cfg = build_config(dict(source=str(source), target=str(target), out=str(out),
                             target_crop=target_crop, seed=seed, threads=threads,
-                            init_from=str(init_from) if init_from else None, **overrides),
+                            init_from=str(init_from) if init_from else None, method=transfer,
+                            **overrides),
                        preset)
     log(f"training {name} (preset {preset}, {cfg.epochs} epochs, weight average from epoch "
         f"{cfg.swa_start})")
@@ -1042,6 +1045,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--members", type=int, default=ENSEMBLE_MEMBERS,
                     help="stage-2 runs of consecutive seeds averaged into one model (the "
                          "shipped model is the first group; 1 = a single run)")
+    ap.add_argument("--transfer", choices=("mmd", "sinkhorn"), default="mmd",
+                    help="stage-2 transfer loss (the shipped recipe: mmd; sinkhorn = the "
+                         "debiased Sinkhorn divergence, galmerge.training.losses.SinkhornLoss)")
     ap.add_argument("--mmd-baseline", action="store_true",
                     help="also train the MMD-only baseline (Table 2 row)")
     ap.add_argument("--no-export", action="store_true")
@@ -1084,7 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         train_run(run_name("sdss", seed, args.seed), PRESETS["sdss"], work,
                   work / "sim-hosts" / "source.h5", pool_train, target_crop=0.5,
-                  init_from=stage1, seed=seed, **common)
+                  init_from=stage1, seed=seed, transfer=args.transfer, **common)
         if not args.no_baselines and seed in seeds[:len(groups)]:  # one noDA per group
             train_run(run_name("noda", seed, args.seed), PRESETS["noda"], work,
                       work / "sim-sdss" / "source.h5", pool_train, target_crop=0.5,

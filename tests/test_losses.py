@@ -16,6 +16,7 @@ from galmerge.training.losses import (
     FisherLoss,
     GradientReversal,
     MMDLoss,
+    SinkhornLoss,
     ganin_lambda,
     grad_reverse,
     total_loss,
@@ -97,6 +98,57 @@ def test_mmd_gradient_pulls_domains_together() -> None:
 def test_mmd_needs_two_rows() -> None:
     with pytest.raises(ValueError):
         MMDLoss()(XS[:1], XT)
+
+
+def _mean_sq_dist(a: torch.Tensor, b: torch.Tensor) -> float:
+    z = torch.cat([a, b])
+    d2 = ((z[:, None] - z[None]) ** 2).sum(-1)
+    n = len(z)
+    return float(d2.sum() / (n * (n - 1)))
+
+
+def test_sinkhorn_zero_on_itself_and_half_squared_shift() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(60, 3, generator=g)
+    loss = SinkhornLoss(eps_rel=0.005, iterations=300)
+    assert float(loss(a, a.clone())) == pytest.approx(0.0, abs=1e-5)
+    # a translated copy: OT with cost |x - y|^2 / 2 is |t|^2 / 2, and the debiasing removes
+    # the entropic bias, so S_eps -> |t|^2 / 2 as eps -> 0 (in units of the mean sq. distance)
+    for t in (0.5, 2.0):
+        shift = torch.tensor([t, 0.0, 0.0])
+        want = 0.5 * t * t / _mean_sq_dist(a, a + shift)
+        assert float(loss(a, a + shift)) == pytest.approx(want, rel=0.05)
+    values = [float(SinkhornLoss()(a, a + s)) for s in (0.25, 0.5, 1.0, 2.0)]
+    assert all(0 < x < y for x, y in itertools.pairwise(values))
+
+
+def test_sinkhorn_scale_free_value_and_gradient() -> None:
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(40, 5, generator=g), torch.randn(70, 5, generator=g) + 1.0
+    c = torch.tensor(1.0, requires_grad=True)
+    v = SinkhornLoss()(c * a, c * b)
+    v.backward()
+    assert float(SinkhornLoss()(10 * a, 10 * b)) == pytest.approx(float(v.detach()), rel=1e-5)
+    assert abs(float(c.grad)) < 1e-4  # shrinking every feature does not lower the loss
+
+
+def test_sinkhorn_gradient_pulls_domains_together() -> None:
+    a = torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+    b = (torch.randn(50, 4, generator=torch.Generator().manual_seed(2)) + 1.0).requires_grad_()
+    loss = SinkhornLoss()
+    before = loss(a, b)
+    before.backward()
+    assert float(b.grad.mean()) > 0
+    with torch.no_grad():
+        after = loss(a, b - 20.0 * b.grad)
+    assert float(after) < float(before.detach())
+
+
+def test_sinkhorn_needs_two_rows_and_positive_eps() -> None:
+    with pytest.raises(ValueError):
+        SinkhornLoss()(XS[:1], XT)
+    with pytest.raises(ValueError):
+        SinkhornLoss(eps_rel=0.0)
 
 
 def test_grl_flips_and_scales_gradient() -> None:

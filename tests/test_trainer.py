@@ -349,18 +349,22 @@ def test_source_merger_fraction_is_validated_and_trains(pair: tuple[Path, Path],
     assert cfg["source_merger_fraction"] == 0.25 and res.epochs_run == 1
 
 
+@pytest.mark.parametrize("method", ["mmd", "sinkhorn"])
 def test_class_aware_alignment_is_validated_and_trains(pair: tuple[Path, Path],
-                                                       tmp_path: Path) -> None:
+                                                       tmp_path: Path, method: str) -> None:
     src, tgt = pair
     with pytest.raises(GalmergeError, match="--align-classes"):
-        train(_config(src, tgt, tmp_path / "bad", method="mmd", align_classes="mergers"))
-    res = train(_config(src, tgt, tmp_path / "r", method="mmd", epochs=1,
+        train(_config(src, tgt, tmp_path / "bad", method=method, align_classes="mergers"))
+    with pytest.raises(GalmergeError, match="sinkhorn_eps_rel"):
+        train(_config(src, tgt, tmp_path / "bad", method=method, sinkhorn_eps_rel=0.0))
+    res = train(_config(src, tgt, tmp_path / "r", method=method, epochs=1,
                         align_classes="non-mergers"))
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert cfg["align_classes"] == "non-mergers" and res.epochs_run == 1
+    assert cfg["align_classes"] == "non-mergers" and cfg["method"] == method
+    assert res.epochs_run == 1
     with (tmp_path / "r" / "history.csv").open() as fh:
         row = next(csv.DictReader(fh))
-    assert float(row["train_transfer"]) != 0.0  # the MMD term ran on the non-merger subset
+    assert float(row["train_transfer"]) != 0.0  # the transfer term ran on the non-mergers
 
 
 def test_augmentation_is_a_dihedral_transform() -> None:

@@ -30,7 +30,7 @@ __all__ = [
     "TrainConfig",
 ]
 
-METHODS = ("none", "mmd", "dann")
+METHODS = ("none", "mmd", "dann", "sinkhorn")
 ARCHS = ("deepmerge", "resnet18")
 FREEZE = ("none", "conv")
 SELECTION = ("auto", "source-loss", "source-loss+mmd")
@@ -61,7 +61,7 @@ class TrainConfig:
     out: str = "run"
 
     # --- model and losses ---
-    method: str = "none"                 # none | mmd | dann (§5)
+    method: str = "none"                 # none | mmd | dann (§5) | sinkhorn (not in the paper)
     fisher: bool = False                 # Fisher loss, Eq. 10
     entropy: bool = False                # entropy minimisation, Eq. 11
     arch: str = "deepmerge"              # deepmerge (Table A1) | resnet18 (§3)
@@ -75,6 +75,9 @@ class TrainConfig:
     mmd_kernels: str = "batch"           # batch: 2^k x mean sq. distance | paper: 19 fixed
     mmd_multipliers: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # 2^k, k = -2..2
     mmd_unbiased: bool = True            # Eq. 6 is the unbiased estimator
+    #: Sinkhorn entropic blur: eps = this x the batch's mean squared feature distance
+    sinkhorn_eps_rel: float = 0.05
+    sinkhorn_iterations: int = 50        # log-domain Sinkhorn iterations per loss
     grl_schedule: str = "ganin"          # ganin warm-up | constant (paper code)
     grl_warmup_epochs: float | None = None  # horizon of the warm-up; None = max epochs
     dc_lr_mult: float = 1.0              # domain classifier LR multiplier (Table A2)
@@ -158,6 +161,8 @@ class TrainConfig:
                                 "(DeepMerge has no dropout, §3)")
         if not 0 < self.lr_min_factor <= 1:
             raise GalmergeError("lr_min_factor must be in (0, 1]")
+        if self.sinkhorn_eps_rel <= 0 or self.sinkhorn_iterations < 1:
+            raise GalmergeError("sinkhorn_eps_rel must be > 0 and sinkhorn_iterations >= 1")
         if self.align_classes not in ALIGN_CLASSES:
             raise GalmergeError(f"unknown --align-classes {self.align_classes!r}",
                                 hint=f"use one of {', '.join(ALIGN_CLASSES)}")

@@ -9,8 +9,8 @@ How a run works (``train(config)``):
 2. Each step draws ``batch_size`` source and ``batch_size`` target images
    (infinite reshuffled samplers, so unequal domain sizes are fine) and sends
    them through the network as ONE concatenated batch, so BatchNorm sees both
-   domains. Loss: Eq. 2 = CE(source) + lambda_TL x transfer (MMD on the features,
-   or DANN) + Fisher (source) + lambda_EM x entropy (target).
+   domains. Loss: Eq. 2 = CE(source) + lambda_TL x transfer (MMD or the Sinkhorn
+   divergence on the features, or DANN) + Fisher (source) + lambda_EM x entropy (target).
    One epoch = ceil(max(n_source, n_target) / batch_size) steps.
 3. Adam (betas, eps, weight decay from the config; Table A2) with a triangular
    one-cycle learning rate (Appendix A): linear from lr/10 up to lr over half a
@@ -86,6 +86,7 @@ from galmerge.training.losses import (
     FisherLoss,
     GradientReversal,
     MMDLoss,
+    SinkhornLoss,
     total_loss,
 )
 from galmerge.training.metrics import binary_metrics
@@ -332,6 +333,7 @@ class _Networks:
     grl: GradientReversal
     dann: DomainAdversarialLoss | None
     mmd: MMDLoss
+    sinkhorn: SinkhornLoss
     gap: MMDLoss  # the selection criterion's domain gap
     fisher: FisherLoss | None
     entropy: EntropyLoss | None
@@ -480,6 +482,8 @@ def _build_networks(config: TrainConfig, in_ch: int, device: torch.device,
     mmd = MMDLoss(multipliers=config.mmd_multipliers,
                   sigma2=PAPER_MMD_SIGMA2 if config.mmd_kernels == "paper" else None,
                   unbiased=config.mmd_unbiased)
+    sinkhorn = SinkhornLoss(eps_rel=config.sinkhorn_eps_rel,
+                            iterations=config.sinkhorn_iterations)
     gap = MMDLoss(multipliers=config.mmd_multipliers, unbiased=True)
     fisher = (FisherLoss(feature_dim, kind=config.fisher_kind, lambda_w=config.lambda_w,
                          lambda_b=config.lambda_b).to(device) if config.fisher else None)
@@ -493,7 +497,7 @@ def _build_networks(config: TrainConfig, in_ch: int, device: torch.device,
                 for prm in mod.parameters():
                     prm.requires_grad_(False)
     return _Networks(model=model, arch_kwargs=arch_kwargs, grl=grl, dann=dann, mmd=mmd,
-                     gap=gap, fisher=fisher, entropy=entropy, frozen=frozen)
+                     sinkhorn=sinkhorn, gap=gap, fisher=fisher, entropy=entropy, frozen=frozen)
 
 
 def _optimiser(config: TrainConfig, nets: _Networks) -> torch.optim.Adam:
@@ -622,6 +626,8 @@ def _loss_terms(config: TrainConfig, nets: _Networks, feats: torch.Tensor,
         terms["transfer"] = feats.sum() * 0.0  # tiny batch: < 2 non-mergers
     elif config.method == "mmd":
         terms["transfer"] = nets.mmd(f_align, f_t)  # Eq. 5-7
+    elif config.method == "sinkhorn":
+        terms["transfer"] = nets.sinkhorn(f_align, f_t)  # Feydy et al. 2019 eq. 4
     elif nets.dann is not None:
         terms["transfer"] = nets.dann(f_align, f_t)  # Eq. 8-9
     if nets.fisher is not None:
