@@ -279,7 +279,7 @@ _TRAIN_HELP = (
 #: `train`'s overrides of the preset, named as TrainConfig fields (build_config checks them).
 TRAIN_OPTIONS: OptionTable = {
     "method": (Annotated[str | None, typer.Option(
-        "--method", help="Transfer loss: none, mmd or dann.")], None),
+        "--method", help="Transfer loss: none, mmd, dann or sinkhorn.")], None),
     "fisher": (Annotated[bool | None, typer.Option(
         "--fisher/--no-fisher", help="Add the Fisher loss (Eq. 10).", show_default=False)], None),
     "entropy": (Annotated[bool | None, typer.Option(
@@ -467,9 +467,10 @@ def survey_check(
     bootstrap: Annotated[int, typer.Option(
         "--bootstrap", help="Stratified bootstrap resamples for the intervals.")] = 2000,
     exclude: CheckExclude = None,
-    keep_stars: Annotated[bool, typer.Option(
-        "--keep-stars", help="Rank cutouts with a bright star near the centre like the "
-        "rest; by default they are set aside (ranked last), as classify does.")] = False,
+    keep_set_aside: Annotated[bool, typer.Option(
+        "--keep-set-aside", help="Rank cutouts with a bright star near the centre or no sky "
+        "along the border like the rest; by default they are set aside (ranked last), as "
+        "classify does.")] = False,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Also write the full result as JSON here.")] = None,
 ) -> None:
@@ -491,7 +492,8 @@ def survey_check(
         models[name or files[0].stem] = files
     opts = SurveyCheckOptions(dev=dev, labels=labels, background=background,
                               merger_fraction=merger_fraction, bootstrap=bootstrap,
-                              exclude=tuple(exclude or ()), keep_stars=keep_stars)
+                              exclude=tuple(exclude or ()),
+                              keep_set_aside=keep_set_aside)
     res = run_survey_check(models, opts)
     names = list(models)
     typer.echo(format_survey_table(res, [(a, b) for a in names[:1] for b in names[1:]]))

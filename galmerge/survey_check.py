@@ -26,6 +26,7 @@ from galmerge.inference.calibration import CalibrationCurve, ModelCalibration
 from galmerge.inference.engine import OnnxClassifier
 from galmerge.inference.paths import same_file
 from galmerge.inference.score_map import ScoreMap, fit_platt
+from galmerge.inference.sky import no_sky_flags
 from galmerge.inference.stars import bright_star_flags
 from galmerge.probability_check import crossfit_probability_check
 from galmerge.training.survey import (
@@ -52,8 +53,9 @@ class SurveyCheckOptions:
         bootstrap: stratified resamples for the intervals.
         exclude: labelled ids left out (e.g. an SDSS error tile).
         seed: bootstrap seed.
-        keep_stars: rank the cutouts with a bright star near the centre
-            (:mod:`galmerge.inference.stars`) like any other. By default they are set aside
+        keep_set_aside: rank the cutouts with a bright star near the centre
+            (:mod:`galmerge.inference.stars`) or no sky along the border
+            (:mod:`galmerge.inference.sky`) like any other. By default they are set aside
             as ``galmerge classify`` does (never ``is_merger``; a user ranks candidates
             among the rest): ranked last, below every threshold, and still counted (a
             merger set aside is a merger missed).
@@ -66,10 +68,10 @@ class SurveyCheckOptions:
     bootstrap: int = 2000
     exclude: tuple[str, ...] = ()
     seed: int = 0
-    keep_stars: bool = False
+    keep_set_aside: bool = False
 
 
-#: Score given to a cutout set aside (bright star): below every score and threshold.
+#: Score given to a cutout set aside (bright star, no sky): below every score and threshold.
 SET_ASIDE = -1.0
 
 
@@ -82,20 +84,21 @@ def score_directory(model: OnnxClassifier, directory: Path,
 
 def _score_and_flag(model: OnnxClassifier, directory: Path, labels: Path | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`score_directory` and the bright-star flag of each cutout, as ``classify``
-    sets it."""
+    """:func:`score_directory` and whether each cutout is set aside (a bright star or no
+    sky), as ``classify`` sets it."""
     conv = model.convention
     ds = ImageDirDataset(directory, labels_csv=labels, size=conv.size,
                          crop_fraction=conv.crop_fraction)
     try:
         scores = np.empty(len(ds), dtype=np.float64)
-        star = np.zeros(len(ds), dtype=bool)
+        aside = np.zeros(len(ds), dtype=bool)
         for start in range(0, len(ds), 256):
             idx = np.arange(start, min(start + 256, len(ds)))
             images = ds.read(idx)
             scores[idx] = model.predict(images)
-            star[idx] = bright_star_flags(images, conv.pixel_convention)[0]
-        return ds.ids.astype(str), ds.labels.astype(np.int64), scores, star
+            aside[idx] = (bright_star_flags(images, conv.pixel_convention)[0]
+                          | no_sky_flags(images, conv.pixel_convention)[0])
+        return ds.ids.astype(str), ds.labels.astype(np.int64), scores, aside
     finally:
         ds.close()
 
@@ -118,10 +121,10 @@ def run_survey_check(models: dict[str, Sequence[Path]], opts: SurveyCheckOptions
         dev_s, pool_s, thr = [], [], []
         for path in paths:
             clf = OnnxClassifier(path, device="cpu")
-            ids, lab, p_dev, star_dev = _score_and_flag(clf, opts.dev, opts.labels)
-            _, _, p_pool, star_pool = _score_and_flag(clf, opts.background)
-            if not opts.keep_stars:
-                p_dev[star_dev], p_pool[star_pool] = SET_ASIDE, SET_ASIDE
+            ids, lab, p_dev, aside_dev = _score_and_flag(clf, opts.dev, opts.labels)
+            _, _, p_pool, aside_pool = _score_and_flag(clf, opts.background)
+            if not opts.keep_set_aside:
+                p_dev[aside_dev], p_pool[aside_pool] = SET_ASIDE, SET_ASIDE
             keep = (lab >= 0) & ~np.isin(ids, list(opts.exclude))
             if ref_ids is None:
                 ref_ids, ref_lab = ids[keep], lab[keep]

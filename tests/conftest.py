@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,6 +14,18 @@ EXAMPLE = ROOT / "catalogs" / "sdss_example"
 #: The project's shared real data, present on development machines; tests that
 #: use it are skipped elsewhere (a bundled sample covers the same code paths).
 SHARED = Path(os.environ.get("GALMERGE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def sdss_model_inputs(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, (N, 3, 75, 75) float32) of a folder of SDSS JPEG cutouts, prepared as the
+    shipped SDSS model reads them (central half, area-resized)."""
+    from galmerge.data.dataset import ImageDirDataset
+
+    ds = ImageDirDataset(directory, size=75, crop_fraction=0.5)
+    try:
+        return ds.ids.astype(str), ds.read(np.arange(len(ds))).astype(np.float32)
+    finally:
+        ds.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The bright-star check (galmerge.inference.stars): real SDSS stars flagged, real galaxies
-and planted look-alikes not, and what classify and the survey check do with the flag."""
+and planted look-alikes not, and what classify does with the flag (the survey check sets
+such cutouts aside: tests/test_survey_check.py)."""
 
 from __future__ import annotations
 
@@ -10,30 +11,12 @@ import pandas as pd
 import pytest
 
 from galmerge.conventions import DISPLAY_RGB8, SDSS_COLOUR_JPEG
-from galmerge.data.dataset import ImageDirDataset
-from galmerge.inference.engine import OnnxClassifier
-from galmerge.inference.models import resolve_model
 from galmerge.inference.pipeline import classify_catalog
 from galmerge.inference.stars import bright_star_flags, bright_star_reasons, core_position
-from galmerge.survey_check import (
-    SET_ASIDE,
-    SurveyCheckOptions,
-    run_survey_check,
-    score_directory,
-)
+from tests.conftest import DATA, EXAMPLE, sdss_model_inputs
 
-ROOT = Path(__file__).resolve().parents[1]
-STARS = ROOT / "tests" / "data" / "sdss_stars"
-EXAMPLE = ROOT / "catalogs" / "sdss_example"
+STARS = DATA / "sdss_stars"
 SIZE = 75
-
-
-def _inputs(directory: Path) -> tuple[np.ndarray, np.ndarray]:
-    ds = ImageDirDataset(directory, size=SIZE, crop_fraction=0.5)
-    try:
-        return ds.ids.astype(str), ds.read(np.arange(len(ds))).astype(np.float32)
-    finally:
-        ds.close()
 
 
 def _scene(core_rgb: tuple[float, float, float], *, sigma: float = 2.0,
@@ -50,11 +33,11 @@ def _scene(core_rgb: tuple[float, float, float], *, sigma: float = 2.0,
 
 
 def test_real_sdss_stars_flagged_and_real_galaxies_not() -> None:
-    ids, stars = _inputs(STARS)
+    ids, stars = sdss_model_inputs(STARS)
     why = dict(zip(ids, bright_star_reasons(stars), strict=True))
     assert "blue-white" in why["587742576456630328"]      # a star beside a galaxy
     assert "blue-white" in why["587738066203377685"]      # spikes and a halo
-    _, galaxies = _inputs(EXAMPLE / "cutouts")
+    _, galaxies = sdss_model_inputs(EXAMPLE / "cutouts")
     assert not any(bright_star_reasons(galaxies))         # 24 real SDSS galaxies
 
 
@@ -77,7 +60,7 @@ def test_planted_stars_and_look_alikes() -> None:
 
 
 def test_only_sdss_colour_jpeg_inputs_are_checked() -> None:
-    _, stars = _inputs(STARS)
+    _, stars = sdss_model_inputs(STARS)
     flag, why = bright_star_flags(stars, DISPLAY_RGB8)
     assert not flag.any() and why == ["", ""]
     flag, why = bright_star_flags(stars[:0], SDSS_COLOUR_JPEG)
@@ -97,40 +80,3 @@ def test_classify_flags_the_star_and_never_calls_it_a_merger(tmp_path: Path) -> 
     assert (got.loc[stars, "status"] == "ok").all() and got.loc[stars, "p_merger"].notna().all()
     assert got.loc[stars, "status_detail"].str.contains("bright star").all()
     assert not got.drop(index=stars)["bright_star"].any()
-
-
-def test_survey_check_sets_stars_aside_unless_asked(tmp_path: Path) -> None:
-    dev, bg = tmp_path / "dev", tmp_path / "bg"
-    dev.mkdir(), bg.mkdir()
-    galaxies = sorted((EXAMPLE / "cutouts").glob("*.jp*g"))
-    rows = []
-    for i, f in enumerate(galaxies[:12]):
-        (dev / f.name).write_bytes(f.read_bytes())
-        rows.append((f.stem, int(i % 3 == 0)))
-    for f in sorted(STARS.glob("*.jpeg")):  # labelled non-mergers
-        (dev / f.name).write_bytes(f.read_bytes())
-        rows.append((f.stem, 0))
-    for f in galaxies[12:]:
-        (bg / f.name).write_bytes(f.read_bytes())
-    labels = tmp_path / "labels.csv"
-    pd.DataFrame(rows, columns=["objid", "merger"]).to_csv(labels, index=False)
-    model = resolve_model(None)
-    clf = OnnxClassifier(model, device="cpu")
-    ids, lab, p = score_directory(clf, dev, labels)
-    _, _, pb = score_directory(clf, bg)
-    stars = np.isin(ids, [f.stem for f in STARS.glob("*.jpeg")])
-    res = {}
-    for keep in (False, True):
-        opts = SurveyCheckOptions(dev=dev, labels=labels, background=bg, bootstrap=20,
-                                  keep_stars=keep)
-        res[keep] = run_survey_check({"m": [model]}, opts)["models"]["m"]["auc"]["value"]
-    assert res[True] == pytest.approx(_auc(np.r_[lab, 0 * pb], np.r_[p, pb]))
-    assert res[False] == pytest.approx(_auc(np.r_[lab, 0 * pb],
-                                            np.r_[np.where(stars, SET_ASIDE, p), pb]))
-    assert res[False] != res[True]
-
-
-def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC AUC by counting pairs (ties half)."""
-    pos, neg = s[y == 1], s[y == 0]
-    return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())

@@ -7,9 +7,18 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from galmerge.data.holdout import is_held_out, split_ids, split_image_dir
+from galmerge.inference.engine import OnnxClassifier
+from galmerge.inference.models import resolve_model
+from galmerge.survey_check import (
+    SET_ASIDE,
+    SurveyCheckOptions,
+    run_survey_check,
+    score_directory,
+)
 from galmerge.training.survey import (
     SurveySample,
     calibration_points,
@@ -22,6 +31,8 @@ from galmerge.training.survey import (
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "catalogs" / "sdss_example"
+STARS = ROOT / "tests" / "data" / "sdss_stars"
+NO_SKY = ROOT / "tests" / "data" / "sdss_no_sky"
 
 
 def test_weight_makes_mergers_the_stated_fraction() -> None:
@@ -170,3 +181,43 @@ def test_cli_calibrate_writes_a_calibrated_copy_and_spares_the_model(tmp_path: P
     res = CliRunner().invoke(app, [*base, "-o", str(model)])
     assert res.exit_code != 0 and "is the model itself" in res.output
     assert model.read_bytes() == before
+
+
+def test_survey_check_sets_flagged_cutouts_aside_unless_asked(tmp_path: Path) -> None:
+    """Bright stars and fields without sky are ranked last (as classify never calls them
+    is_merger), and still counted; --keep-set-aside ranks them like the rest."""
+    dev, bg = tmp_path / "dev", tmp_path / "bg"
+    dev.mkdir(), bg.mkdir()
+    galaxies = sorted((EXAMPLE / "cutouts").glob("*.jp*g"))
+    flagged = sorted(STARS.glob("*.jpeg")) + sorted(NO_SKY.glob("*.jpeg"))
+    rows = []
+    for i, f in enumerate(galaxies[:12]):
+        (dev / f.name).write_bytes(f.read_bytes())
+        rows.append((f.stem, int(i % 3 == 0)))
+    for f in flagged:  # labelled non-mergers
+        (dev / f.name).write_bytes(f.read_bytes())
+        rows.append((f.stem, 0))
+    for f in galaxies[12:]:
+        (bg / f.name).write_bytes(f.read_bytes())
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame(rows, columns=["objid", "merger"]).to_csv(labels, index=False)
+    model = resolve_model(None)
+    clf = OnnxClassifier(model, device="cpu")
+    ids, lab, p = score_directory(clf, dev, labels)
+    _, _, pb = score_directory(clf, bg)
+    aside = np.isin(ids, [f.stem for f in flagged])
+    res = {}
+    for keep in (False, True):
+        opts = SurveyCheckOptions(dev=dev, labels=labels, background=bg, bootstrap=20,
+                                  keep_set_aside=keep)
+        res[keep] = run_survey_check({"m": [model]}, opts)["models"]["m"]["auc"]["value"]
+    y = np.r_[lab, 0 * pb]
+    assert res[True] == pytest.approx(_auc(y, np.r_[p, pb]))
+    assert res[False] == pytest.approx(_auc(y, np.r_[np.where(aside, SET_ASIDE, p), pb]))
+    assert res[False] > res[True]  # the set-aside non-mergers outscored labelled mergers
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC AUC by counting pairs (ties half)."""
+    pos, neg = s[y == 1], s[y == 0]
+    return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())

@@ -247,7 +247,7 @@ def _result_frame(chunk: pd.DataFrame, p: RowScores, status: np.ndarray, detail:
         ctx.warnings.add(f"input columns {', '.join(clash)} renamed with suffix _input")
     classified = status == OK
     assert ctx.scoring is not None
-    p_adj, is_m = ctx.scoring.columns(p.raw, classified, p.star)
+    p_adj, is_m = ctx.scoring.columns(p.raw, classified, p.aside)
     out["p_merger"] = p_adj
     out["p_merger_raw"] = p.raw
     out["p_merger_spread"] = p.spread
@@ -258,7 +258,11 @@ def _result_frame(chunk: pd.DataFrame, p: RowScores, status: np.ndarray, detail:
     star = pd.array(p.star, dtype="boolean")
     star[~classified] = pd.NA
     out["bright_star"] = star
-    notes = [(p.ood, "out of distribution: ", p.ood_reason), (p.star, "", p.star_reason)]
+    nosky = pd.array(p.nosky, dtype="boolean")
+    nosky[~classified] = pd.NA
+    out["no_sky"] = nosky
+    notes = [(p.ood, "out of distribution: ", p.ood_reason), (p.star, "", p.star_reason),
+             (p.nosky, "", p.nosky_reason)]
     for flag, prefix, reason in notes:
         for j in np.flatnonzero(flag & classified):
             note = prefix + reason[j]

@@ -3,10 +3,11 @@
 :class:`Scoring` is made once per run from the model's metadata
 (:class:`~galmerge.inference.calibration.ModelCalibration`) and the user's
 options. Per batch, :meth:`Scoring.score_batch` runs the model over the views
-(:mod:`galmerge.inference.views`), the OOD check (:mod:`galmerge.inference.ood`) and the
-bright-star check (:mod:`galmerge.inference.stars`);
-per chunk, :meth:`Scoring.columns` turns raw scores into ``p_merger`` (prior
-shifted) and ``is_merger``.
+(:mod:`galmerge.inference.views`), the OOD check (:mod:`galmerge.inference.ood`), the
+bright-star check (:mod:`galmerge.inference.stars`) and the no-sky check
+(:mod:`galmerge.inference.sky`); per chunk, :meth:`Scoring.columns` turns raw scores into
+``p_merger`` (prior shifted) and ``is_merger``. A row with a bright star or no sky is *set
+aside*: it keeps its scores and is never ``is_merger``.
 
 With ``--merger-fraction estimate`` the prior is known only after every row is
 scored: chunks are written with the raw score, then :func:`finalise_parts`
@@ -42,22 +43,25 @@ from galmerge.inference.calibration import (
 )
 from galmerge.inference.cutouts import OK
 from galmerge.inference.ood import ood_flags
+from galmerge.inference.sky import no_sky_flags
 from galmerge.inference.stars import bright_star_flags
 from galmerge.inference.tablemeta import COLUMN_DESCRIPTIONS
 from galmerge.inference.views import DEFAULT_VIEWS, VIEW_CHOICES, score_views
 
-__all__ = ["COLUMN_DESCRIPTIONS", "ESTIMATE", "RowScores", "Scoring", "check_scoring_options",
-           "finalise_parts", "make_scoring"]
+__all__ = ["COLUMN_DESCRIPTIONS", "ESTIMATE", "SET_ASIDE_COLUMNS", "RowScores", "Scoring",
+           "check_scoring_options", "finalise_parts", "make_scoring"]
 
 #: ``--merger-fraction estimate``.
 ESTIMATE = "estimate"
+#: The flag columns whose rows are set aside (never ``is_merger``).
+SET_ASIDE_COLUMNS = ("bright_star", "no_sky")
 
 
 
 @dataclass
 class RowScores:
     """Per-row outputs of one batch or chunk (NaN/False where a row is not classified):
-    raw score, its spread, the OOD flag and the bright-star flag with their reasons."""
+    raw score, its spread, the OOD, bright-star and no-sky flags with their reasons."""
 
     raw: np.ndarray
     spread: np.ndarray
@@ -65,17 +69,26 @@ class RowScores:
     ood_reason: np.ndarray
     star: np.ndarray
     star_reason: np.ndarray
+    nosky: np.ndarray
+    nosky_reason: np.ndarray
+
+    @property
+    def aside(self) -> np.ndarray:
+        """Rows set aside (bright star or no sky): never ``is_merger``."""
+        return self.star | self.nosky
 
     @classmethod
     def empty(cls, n: int) -> RowScores:
         """Arrays for ``n`` rows, nothing classified yet."""
         return cls(np.full(n, np.nan, dtype=np.float32), np.full(n, np.nan, dtype=np.float32),
                    np.zeros(n, dtype=bool), np.full(n, "", dtype=object),
+                   np.zeros(n, dtype=bool), np.full(n, "", dtype=object),
                    np.zeros(n, dtype=bool), np.full(n, "", dtype=object))
 
     def store(self, rows: np.ndarray, batch: RowScores) -> None:
         """Put one batch's outputs at ``rows`` of this chunk's arrays."""
-        for name in ("raw", "spread", "ood", "ood_reason", "star", "star_reason"):
+        for name in ("raw", "spread", "ood", "ood_reason", "star", "star_reason", "nosky",
+                     "nosky_reason"):
             getattr(self, name)[rows] = getattr(batch, name)
 
 
@@ -110,23 +123,27 @@ class Scoring:
 
     def score_batch(self, run_batch: Callable[[np.ndarray], np.ndarray], images: np.ndarray
                     ) -> RowScores:
-        """Scores, OOD and bright-star flags (with reasons) of one batch of model inputs."""
+        """Scores, OOD, bright-star and no-sky flags (with reasons) of one batch of model
+        inputs."""
         raw, spread = score_views(run_batch, images, self.views)
         flag, why = ood_flags(images, self.convention, self.calibration.ood)
         star, star_why = bright_star_flags(images, self.convention)
+        nosky, nosky_why = no_sky_flags(images, self.convention)
         return RowScores(raw, spread, flag, np.asarray(why, dtype=object), star,
-                         np.asarray(star_why, dtype=object))
+                         np.asarray(star_why, dtype=object), nosky,
+                         np.asarray(nosky_why, dtype=object))
 
     def columns(self, raw: np.ndarray, classified: np.ndarray,
-                star: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
-        """(``p_merger`` float32, ``is_merger`` nullable boolean) from raw scores; a row with
-        a bright star near the centre (``star`` true) is never ``is_merger``."""
-        if star is None:
-            star = np.zeros(len(raw), dtype=bool)
+                aside: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """(``p_merger`` float32, ``is_merger`` nullable boolean) from raw scores; a row set
+        aside (``aside`` true: a bright star or no sky, :attr:`RowScores.aside`) is never
+        ``is_merger``."""
+        if aside is None:
+            aside = np.zeros(len(raw), dtype=bool)
         cal = self.calibration
         p = shift_prior(cal.probability(raw), cal.base_fraction, self.prior)
         threshold = self.choice.threshold if self.choice is not None else 0.5
-        is_m = pd.array(np.where(classified & ~star, raw >= threshold, False), dtype="boolean")
+        is_m = pd.array(np.where(classified & ~aside, raw >= threshold, False), dtype="boolean")
         is_m[~classified] = pd.NA
         return np.asarray(p, dtype=np.float32), is_m
 
@@ -241,9 +258,11 @@ def finalise_parts(parts: list[Path], scoring: Scoring,
     for k, path in enumerate(parts):
         frame = pq.read_table(path).to_pandas()
         raw = frame["p_merger_raw"].to_numpy(dtype=np.float32)
-        star = (frame["bright_star"].fillna(False).to_numpy(dtype=bool)
-                if "bright_star" in frame else None)  # parts written before the flag
-        p, is_m = done.columns(raw, frame["status"].to_numpy() == OK, star)
+        aside = np.zeros(len(frame), dtype=bool)
+        for col in SET_ASIDE_COLUMNS:  # parts written before a flag existed lack its column
+            if col in frame:
+                aside |= frame[col].fillna(False).to_numpy(dtype=bool)
+        p, is_m = done.columns(raw, frame["status"].to_numpy() == OK, aside)
         frame["p_merger"] = p
         frame["is_merger"] = is_m
         write(frame, k)

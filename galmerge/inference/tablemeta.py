@@ -32,7 +32,7 @@ __all__ = ["COLUMN_DESCRIPTIONS", "RESULT_COLUMNS", "ColumnMeta", "TableMeta",
 
 #: Columns added to every row by ``classify``.
 RESULT_COLUMNS = ("p_merger", "p_merger_raw", "p_merger_spread", "is_merger", "ood",
-                  "bright_star", "status", "status_detail")
+                  "bright_star", "no_sky", "status", "status_detail")
 #: What the score columns mean (issue 11); also recorded in the run metadata.
 COLUMN_DESCRIPTIONS = {
     "p_merger": "probability that the galaxy is a merger at the run's merger fraction "
@@ -42,12 +42,15 @@ COLUMN_DESCRIPTIONS = {
     "p_merger_raw": "the model's softmax score (balanced-training prior), identity view",
     "p_merger_spread": "std (ddof 0) of the raw score over the views, and the members of a "
                        "seed ensemble (views_description)",
-    "is_merger": "p_merger_raw >= the run's threshold (threshold, threshold_rule) and not "
-                 "bright_star",
+    "is_merger": "p_merger_raw >= the run's threshold (threshold, threshold_rule), and "
+                 "neither bright_star nor no_sky",
     "ood": "true when the model input is unlike the training images (reason in status_detail)",
     "bright_star": "true when a saturated star sits near the centre of the cutout (reason in "
                    "status_detail; SDSS colour JPEGs only): never is_merger; rank merger "
-                   "candidates by p_merger among rows with bright_star false",
+                   "candidates by p_merger among rows with bright_star and no_sky false",
+    "no_sky": "true when one side of the cutout's border holds no sky (the galaxy is larger "
+              "than its cutout, or lies in a bright halo; SDSS colour JPEGs only): never "
+              "is_merger; a larger cutout is the fix",
 }
 STATUS_DOC = "docs/statuses.md"
 
@@ -160,12 +163,13 @@ def result_column_meta(model: str, threshold: float | None) -> dict[str, ColumnM
         "p_merger_spread": ColumnMeta(ucd="stat.stdev",
                                       description=COLUMN_DESCRIPTIONS["p_merger_spread"]),
         "is_merger": ColumnMeta(ucd="meta.code",
-                                description=f"p_merger_raw >= {cut} and not bright_star; null "
-                                            "when not classified (False in FITS/HDF5: select "
-                                            "status == 'ok')"),
+                                description=f"p_merger_raw >= {cut}, and neither bright_star "
+                                            "nor no_sky; null when not classified (False in "
+                                            "FITS/HDF5: select status == 'ok')"),
         "ood": ColumnMeta(ucd="meta.code.qual", description=COLUMN_DESCRIPTIONS["ood"]),
         "bright_star": ColumnMeta(ucd="src.class.starGalaxy",
                                   description=COLUMN_DESCRIPTIONS["bright_star"]),
+        "no_sky": ColumnMeta(ucd="meta.code.qual", description=COLUMN_DESCRIPTIONS["no_sky"]),
         "status": ColumnMeta(ucd="meta.code.status",
                              description=f"row status: ok or why not classified "
                                          f"(see {STATUS_DOC})"),
