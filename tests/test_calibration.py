@@ -380,8 +380,8 @@ def test_score_map_by_hand_and_in_classify_columns():
     s = Scoring(cal, "sdss-colour-jpeg", 0.02, None)
     p, is_m = s.columns(raw, np.ones(3, dtype=bool))
     assert is_m.tolist() == [False, True, True]  # raw >= the default cut 0.5
-    _, is_m = s.columns(raw, np.ones(3, dtype=bool), star=np.array([False, False, True]))
-    assert is_m.tolist() == [False, True, False]  # a bright star is never a merger
+    _, is_m = s.columns(raw, np.ones(3, dtype=bool), aside=np.array([False, False, True]))
+    assert is_m.tolist() == [False, True, False]  # a row set aside is never a merger
     # then Bayes' rule from the map's reference 0.09 to 0.02: odds x (0.02/0.98)/(0.09/0.91)
     odds = 0.288765 / (1 - 0.288765) * (0.02 / 0.98) / (0.09 / 0.91)
     assert p[2] == pytest.approx(odds / (1 + odds), abs=1e-5)

@@ -37,10 +37,11 @@ NO_SKY_LEVEL = 50.0
 def border_level(images: np.ndarray) -> np.ndarray:
     """(N,) the smallest over the four sides of the median luminance of the side's
     :data:`BORDER`-px strip, for (N, C, S, S) model inputs."""
-    lum = np.asarray(images, dtype=np.float32).mean(axis=1)
-    n = lum.shape[0]
-    sides = (lum[:, :BORDER], lum[:, -BORDER:], lum[:, :, :BORDER], lum[:, :, -BORDER:])
-    return np.stack([np.median(s.reshape(n, -1), axis=1) for s in sides], axis=1).min(axis=1)
+    x = np.asarray(images)
+    n = x.shape[0]
+    sides = (x[:, :, :BORDER], x[:, :, -BORDER:], x[:, :, :, :BORDER], x[:, :, :, -BORDER:])
+    lum = [s.astype(np.float32).mean(axis=1).reshape(n, -1) for s in sides]  # strips only
+    return np.stack([np.median(v, axis=1) for v in lum], axis=1).min(axis=1)
 
 
 def no_sky_reasons(images: np.ndarray) -> list[str]:
