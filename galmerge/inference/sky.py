@@ -14,7 +14,7 @@ pool's median); :data:`NO_SKY_LEVEL` was set on the *training* part of the GZ1 p
 free: its values run up to 19.3 (the largest ellipticals' envelopes), then jump to 51.3 and
 76.7, two fields without sky; the level is the top of that gap, so as little as possible is
 set aside (a merger set aside is a merger lost). It flags 2 of those 794 galaxies, 0 of the
-405 held-out ones and 2 of the 229 dev galaxies (both GZ1 non-mergers).
+405 held-out ones and 2 of the 228 dev galaxies (both GZ1 non-mergers).
 ``classify`` writes the flag as ``no_sky`` and never calls such a row ``is_merger``; the
 fix is a larger cutout (``--scale-col`` with a larger radius, or ``--scale``).
 Torch-free, NumPy only.
