@@ -26,8 +26,7 @@ from galmerge.inference.calibration import CalibrationCurve, ModelCalibration
 from galmerge.inference.engine import OnnxClassifier
 from galmerge.inference.paths import same_file
 from galmerge.inference.score_map import ScoreMap, fit_platt
-from galmerge.inference.sky import no_sky_flags
-from galmerge.inference.stars import bright_star_flags
+from galmerge.inference.scoring import set_aside_mask
 from galmerge.probability_check import crossfit_probability_check
 from galmerge.training.survey import (
     SURVEY_METRICS,
@@ -96,8 +95,7 @@ def _score_and_flag(model: OnnxClassifier, directory: Path, labels: Path | None 
             idx = np.arange(start, min(start + 256, len(ds)))
             images = ds.read(idx)
             scores[idx] = model.predict(images)
-            aside[idx] = (bright_star_flags(images, conv.pixel_convention)[0]
-                          | no_sky_flags(images, conv.pixel_convention)[0])
+            aside[idx] = set_aside_mask(images, conv.pixel_convention)
         return ds.ids.astype(str), ds.labels.astype(np.int64), scores, aside
     finally:
         ds.close()

@@ -48,13 +48,25 @@ from galmerge.inference.stars import bright_star_flags
 from galmerge.inference.tablemeta import COLUMN_DESCRIPTIONS
 from galmerge.inference.views import DEFAULT_VIEWS, VIEW_CHOICES, score_views
 
-__all__ = ["COLUMN_DESCRIPTIONS", "ESTIMATE", "SET_ASIDE_COLUMNS", "RowScores", "Scoring",
-           "check_scoring_options", "finalise_parts", "make_scoring"]
+__all__ = ["COLUMN_DESCRIPTIONS", "ESTIMATE", "SET_ASIDE_CHECKS", "SET_ASIDE_COLUMNS",
+           "RowScores", "Scoring", "check_scoring_options", "finalise_parts", "make_scoring",
+           "set_aside_mask"]
 
 #: ``--merger-fraction estimate``.
 ESTIMATE = "estimate"
-#: The flag columns whose rows are set aside (never ``is_merger``).
-SET_ASIDE_COLUMNS = ("bright_star", "no_sky")
+#: The checks whose rows are set aside (never ``is_merger``), by the column they write.
+SET_ASIDE_CHECKS: tuple[tuple[str, Callable[[np.ndarray, str], tuple[np.ndarray, list[str]]]],
+                        ...] = (("bright_star", bright_star_flags), ("no_sky", no_sky_flags))
+#: The flag columns whose rows are set aside.
+SET_ASIDE_COLUMNS = tuple(name for name, _ in SET_ASIDE_CHECKS)
+
+
+def set_aside_mask(images: np.ndarray, convention: str) -> np.ndarray:
+    """(N,) bool: model inputs that some check of :data:`SET_ASIDE_CHECKS` sets aside."""
+    out = np.zeros(len(images), dtype=bool)
+    for _, check in SET_ASIDE_CHECKS:
+        out |= check(images, convention)[0]
+    return out
 
 
 

@@ -167,8 +167,9 @@ class SinkhornLoss(nn.Module):
         self.eps_rel = float(eps_rel)
         self.iterations = int(iterations)
 
-    def _ot_pair(self, eps: float, cxy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Potentials (f on x, g on y) of OT_eps between uniform measures, cost (n, m)."""
+    def _potentials(self, eps: float, cxy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Potentials (f on x, g on y) of OT_eps between uniform measures, cost (n, m); for
+        a symmetric cost (OT_eps(a, a)) the updates keep f = g."""
         n, m = cxy.shape
         la = torch.full((n,), -math.log(n), dtype=cxy.dtype, device=cxy.device)
         lb = torch.full((m,), -math.log(m), dtype=cxy.dtype, device=cxy.device)
@@ -180,27 +181,15 @@ class SinkhornLoss(nn.Module):
                         0.5 * (g + _softmin(eps, c.T, la + f / eps)))
         return (_softmin(eps, cxy, lb + g / eps), _softmin(eps, cxy.T, la + f / eps))
 
-    def _ot_self(self, eps: float, cxx: torch.Tensor) -> torch.Tensor:
-        """The symmetric potential of OT_eps(a, a), cost (n, n)."""
-        n = cxx.shape[0]
-        la = torch.full((n,), -math.log(n), dtype=cxx.dtype, device=cxx.device)
-        with torch.no_grad():
-            c = cxx.detach()
-            f = torch.zeros_like(la)
-            for _ in range(self.iterations):
-                f = 0.5 * (f + _softmin(eps, c, la + f / eps))
-        return _softmin(eps, cxx, la + f.detach() / eps)
-
     def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
         """S_eps / s (scalar) between the rows of ``f_s`` (n, d) and ``f_t`` (m, d)."""
         ns = f_s.shape[0]
         d2 = _joint_sq_dists(f_s, f_t, "Sinkhorn")
         scale = _mean_off_diagonal(d2).clamp_min(1e-12)
         cost = 0.5 * d2 / scale  # the cost of the points z / sqrt(s): mean sq. distance 1
-        eps = self.eps_rel
-        f_ab, g_ab = self._ot_pair(eps, cost[:ns, ns:])
-        f_aa = self._ot_self(eps, cost[:ns, :ns])
-        g_bb = self._ot_self(eps, cost[ns:, ns:])
+        f_ab, g_ab = self._potentials(self.eps_rel, cost[:ns, ns:])
+        f_aa = self._potentials(self.eps_rel, cost[:ns, :ns])[0]
+        g_bb = self._potentials(self.eps_rel, cost[ns:, ns:])[0]
         return (f_ab - f_aa).mean() + (g_ab - g_bb).mean()
 
 
