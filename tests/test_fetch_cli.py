@@ -96,7 +96,7 @@ def test_fetch_rejects_bad_options_in_one_line(fake, tmp_path: Path,
 # Faults injected into the done-when run: (kind, times, extra). times=None: every request.
 
 
-@pytest.mark.slow  # ~15 s on 2 shared cores; classify's 2,000-row run is in test_classify_fetch
+@pytest.mark.slow  # ~40 s on 2 shared cores; classify's 2,000-row run is in test_classify_fetch
 def test_fetch_1000_rows_with_10_percent_faults_then_resume(fake, tmp_path: Path) -> None:
     n = 1000
     data, planned = faulty_catalog(fake, n)  # every 10th row faulty, every kind of fault
@@ -105,7 +105,7 @@ def test_fetch_1000_rows_with_10_percent_faults_then_resume(fake, tmp_path: Path
     rows.to_csv(cat, index=False)
     fake.latency = 0.002
     args = ["--catalog", str(cat), "--out", str(tmp_path / "cache"), "--scale", "0.4",
-            "--pixels", "64", "--concurrency", "16", "--retries", "2", "--timeout", "0.3",
+            "--pixels", "64", "--concurrency", "16", "--retries", "2", "--timeout", "1.0",
             "--backoff", "0.02"]
     first = run_fetch(fake, *args)
     assert first.returncode == 0, first.stderr
