@@ -579,16 +579,20 @@ def _make_handler(fake: FakeServices) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+#: The read timeout of the done-when runs (``--timeout``). The "timeout" fault answers after
+#: 3x it and "latency" after 0.3x it: margins a loaded 2-core CI machine keeps (at 0.3 s a
+#: plain row once timed out three times).
+FAULT_READ_TIMEOUT = 1.0
 #: Faults of the done-when runs: (kind, times, options); times=None: every request.
-#: Those runs read with a 1.0 s timeout: "timeout" answers after 3 s, "latency" after 0.3 s,
-#: margins a loaded 2-core CI machine keeps (with 0.3 s a plain row once timed out 3 times).
 FAULT_MIX = [
     ("429", 1, {"retry_after": "0"}), ("429", None, {"retry_after": "0"}),
     ("500", 1, {}), ("500", None, {}), ("503", None, {}),
-    ("timeout", None, {"delay": 3.0}), ("truncate", None, {}), ("truncate", 1, {}),
+    ("timeout", None, {"delay": 3 * FAULT_READ_TIMEOUT}), ("truncate", None, {}),
+    ("truncate", 1, {}),
     ("corrupt", None, {}), ("html200", None, {}), ("content_type", None, {}),
     ("reset", None, {}), ("404", None, {}), ("403", None, {}), ("400", None, {}),
-    ("footprint404", None, {}), ("footprint200", None, {}), ("latency", None, {"delay": 0.3}),
+    ("footprint404", None, {}), ("footprint200", None, {}),
+    ("latency", None, {"delay": 0.3 * FAULT_READ_TIMEOUT}),
 ]
 #: What a row with each permanent fault ends as (faults "-once" end ok; others fetch_failed).
 FAULT_OUTCOME = {"footprint404": "no_coverage", "footprint200": "no_coverage", "latency": "ok"}

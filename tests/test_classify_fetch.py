@@ -27,7 +27,7 @@ from galmerge.inference.resume import part_reusable
 from galmerge.inference.services import open_cached_source
 from galmerge.inference.writers import write_part
 from tests.conftest import ROOT
-from tests.fake_services import expected_status, faulty_catalog, pos_key
+from tests.fake_services import FAULT_READ_TIMEOUT, expected_status, faulty_catalog, pos_key
 
 
 def run_cli(fake, command: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -200,8 +200,8 @@ def test_done_when_classify_2000_rows_10_percent_faults_then_resume(fake, tmp_pa
     out = tmp_path / "big_scores.csv"
     args = ["--catalog", str(cat), "--fetch", "sdss", "--scale", "0.4", "--pixels", "64",
             "--cache", str(tmp_path / "cache"), "--concurrency", "16", "--retries", "2",
-            "--timeout", "1.0", "--backoff", "0.02", "--chunk-size", "500", "--output",
-            str(out), "-q"]
+            "--timeout", str(FAULT_READ_TIMEOUT), "--backoff", "0.02", "--chunk-size", "500",
+            "--output", str(out), "-q"]
     first = run_cli(fake, "classify", *args)
     assert first.returncode == 0, first.stderr
     df = pd.read_csv(out)

@@ -24,7 +24,7 @@ from galmerge.inference.cutouts import (
 )
 from galmerge.inference.services import open_cached_source
 from tests.conftest import ROOT
-from tests.fake_services import expected_status, faulty_catalog, pos_key
+from tests.fake_services import FAULT_READ_TIMEOUT, expected_status, faulty_catalog, pos_key
 
 
 def run_fetch(fake, *args: str, env: dict[str, str] | None = None
@@ -93,9 +93,6 @@ def test_fetch_rejects_bad_options_in_one_line(fake, tmp_path: Path,
     assert no_col.returncode == 2 and "RAJ" in no_col.stderr
 
 
-# Faults injected into the done-when run: (kind, times, extra). times=None: every request.
-
-
 @pytest.mark.slow  # ~40 s on 2 shared cores; classify's 2,000-row run is in test_classify_fetch
 def test_fetch_1000_rows_with_10_percent_faults_then_resume(fake, tmp_path: Path) -> None:
     n = 1000
@@ -105,8 +102,8 @@ def test_fetch_1000_rows_with_10_percent_faults_then_resume(fake, tmp_path: Path
     rows.to_csv(cat, index=False)
     fake.latency = 0.002
     args = ["--catalog", str(cat), "--out", str(tmp_path / "cache"), "--scale", "0.4",
-            "--pixels", "64", "--concurrency", "16", "--retries", "2", "--timeout", "1.0",
-            "--backoff", "0.02"]
+            "--pixels", "64", "--concurrency", "16", "--retries", "2",
+            "--timeout", str(FAULT_READ_TIMEOUT), "--backoff", "0.02"]
     first = run_fetch(fake, *args)
     assert first.returncode == 0, first.stderr
     table = pd.read_csv(tmp_path / "cache" / "big.csv.fetch-status.csv")
